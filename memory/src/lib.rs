@@ -39,6 +39,7 @@ mod fixed;
 mod global;
 #[cfg(feature = "sim")]
 mod sim;
+#[cfg(any(feature = "sim", target_arch = "wasm32"))]
 mod tail;
 #[cfg(target_arch = "wasm32")]
 mod wasm;
@@ -71,7 +72,7 @@ impl Region {
     /// The address one past the last byte.
     #[inline]
     pub fn end_addr(&self) -> usize {
-        self.start.as_ptr() as usize + self.len
+        self.start.as_ptr().addr() + self.len
     }
 }
 
