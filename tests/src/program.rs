@@ -1,0 +1,297 @@
+//! Operation programs: random sequences of heap operations, run against the
+//! shadow model with the heap's `verify()` after every step.
+//!
+//! The runner is an ordinary function: proptest drives it on the host, a
+//! seeded generator drives it inside wasm and in fuzzing.
+
+use std::alloc::Layout;
+
+use linmem_memory::RawHeap;
+
+use crate::model::Model;
+use crate::{Caps, Failure, Knobs};
+
+/// One step of a program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Allocate `size` bytes aligned to `1 << align_log`.
+    Alloc {
+        /// The size in bytes (at least 1).
+        size: usize,
+        /// log2 of the alignment (0..=16).
+        align_log: u8,
+    },
+    /// As `Alloc`, zeroed; the block must read as zero.
+    AllocZeroed {
+        /// The size in bytes (at least 1).
+        size: usize,
+        /// log2 of the alignment (0..=16).
+        align_log: u8,
+    },
+    /// Free the `pick`-th live block (modulo the live count).
+    Dealloc {
+        /// Which live block.
+        pick: usize,
+    },
+    /// Resize the `pick`-th live block to `new_size`.
+    Realloc {
+        /// Which live block.
+        pick: usize,
+        /// The new size in bytes (at least 1).
+        new_size: usize,
+    },
+    /// Make the heap's next grow fail.
+    FailNextGrow,
+    /// Another party grows memory by `pages` pages.
+    ForeignGrow {
+        /// Pages grown behind the heap's back.
+        pages: usize,
+    },
+}
+
+/// What a finished program saw.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Operations run.
+    pub steps: usize,
+    /// Allocations (and reallocs) refused because a grow failed.
+    pub refused: usize,
+    /// Blocks live at the end.
+    pub live: usize,
+}
+
+fn layout(size: usize, align_log: u8) -> Result<Layout, Failure> {
+    Layout::from_size_align(size, 1usize << align_log)
+        .map_err(|_| Failure::new(format!("bad layout {size} / 2^{align_log}")))
+}
+
+/// Runs `ops` on `heap` over `mem`, checking the model after every step.
+///
+/// An allocation may fail only when a grow failed during it (injected, or
+/// the memory's maximum); a failed realloc must leave the old block intact.
+/// At the end every live block is freed, and the heap checked once more.
+pub fn run<H: RawHeap, K: Knobs>(
+    heap: &mut H,
+    mem: &K,
+    caps: &Caps,
+    ops: &[Op],
+) -> Result<Outcome, Failure> {
+    let mut model = Model::new();
+    let mut out = Outcome::default();
+    for (i, &op) in ops.iter().enumerate() {
+        step(heap, mem, &mut model, op, &mut out).map_err(|e| e.at(i, op))?;
+        model.check_all().map_err(|e| e.at(i, op))?;
+        check_heap(heap, caps, &model).map_err(|e| e.at(i, op))?;
+        out.steps += 1;
+    }
+    out.live = model.len();
+    free_all(heap, &mut model)?;
+    check_heap(heap, caps, &model)?;
+    Ok(out)
+}
+
+/// Runs one operation.
+pub fn step<H: RawHeap, K: Knobs>(
+    heap: &mut H,
+    mem: &K,
+    model: &mut Model,
+    op: Op,
+    out: &mut Outcome,
+) -> Result<(), Failure> {
+    let failed_before = mem.failed_grows();
+    match op {
+        Op::Alloc { size, align_log } | Op::AllocZeroed { size, align_log } => {
+            let zeroed = matches!(op, Op::AllocZeroed { .. });
+            let l = layout(size, align_log)?;
+            let p = if zeroed {
+                heap.alloc_zeroed(l)
+            } else {
+                heap.alloc(l)
+            };
+            match p {
+                Some(p) => {
+                    model.insert(p, l, zeroed)?;
+                    // SAFETY: `p` is live for `l`.
+                    let usable = unsafe { heap.usable_size(p, l) };
+                    if usable < size {
+                        return Err(Failure::new(format!("usable size {usable} < {size}")));
+                    }
+                }
+                None if mem.failed_grows() > failed_before => out.refused += 1,
+                None => return Err(Failure::new("allocation failed though memory could grow")),
+            }
+        }
+        Op::Dealloc { pick } => {
+            if let Some(b) = model.nth(pick) {
+                model.remove(b.ptr);
+                // SAFETY: `b` is live with this layout (the model says so).
+                unsafe { heap.dealloc(b.ptr, b.layout) }
+                    .map_err(|e| Failure::new(format!("dealloc of a live block refused: {e}")))?;
+            }
+        }
+        Op::Realloc { pick, new_size } => {
+            if let Some(b) = model.nth(pick) {
+                // SAFETY: `b` is live with this layout (the model says so).
+                match unsafe { heap.realloc(b.ptr, b.layout, new_size) } {
+                    Some(p) => model.moved(b, p, new_size)?,
+                    None if mem.failed_grows() > failed_before => out.refused += 1,
+                    None => return Err(Failure::new("realloc failed though memory could grow")),
+                }
+            }
+        }
+        Op::FailNextGrow => mem.fail_next_grows(1),
+        Op::ForeignGrow { pages } => {
+            mem.foreign_grow(pages);
+        }
+    }
+    Ok(())
+}
+
+/// Frees every live block of the model.
+pub fn free_all<H: RawHeap>(heap: &mut H, model: &mut Model) -> Result<(), Failure> {
+    while let Some(b) = model.nth(0) {
+        model.remove(b.ptr);
+        // SAFETY: `b` is live with this layout (the model says so).
+        unsafe { heap.dealloc(b.ptr, b.layout) }
+            .map_err(|e| Failure::new(format!("dealloc of a live block refused: {e}")))?;
+    }
+    Ok(())
+}
+
+/// `verify()` plus what the stats must say about the model.
+pub fn check_heap<H: RawHeap>(heap: &H, caps: &Caps, model: &Model) -> Result<(), Failure> {
+    let stats = heap
+        .verify()
+        .map_err(|v| Failure::new(format!("verify: {v}")))?;
+    if caps.counts_live_blocks && stats.live_blocks != model.len() {
+        return Err(Failure::new(format!(
+            "stats count {} live blocks, the model {}",
+            stats.live_blocks,
+            model.len()
+        )));
+    }
+    if caps.counts_live_blocks && stats.in_use < model.live_bytes() {
+        return Err(Failure::new(format!(
+            "stats count {} bytes in use, the model holds {}",
+            stats.in_use,
+            model.live_bytes()
+        )));
+    }
+    if stats != heap.stats() {
+        return Err(Failure::new("verify() and stats() disagree"));
+    }
+    Ok(())
+}
+
+/// A small, fast, seedable generator (xorshift64*), for programs inside wasm
+/// and for fuzzing with a fixed seed.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from `seed` (any value).
+    pub fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A value in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+}
+
+/// A size: mostly small, sometimes medium, rarely large.
+pub fn size_from(r: &mut Rng) -> usize {
+    match r.below(100) {
+        0..=59 => 1 + r.below(256),
+        60..=89 => 1 + r.below(4096),
+        90..=98 => 1 + r.below(64 * 1024),
+        _ => 1 + r.below(512 * 1024),
+    }
+}
+
+/// An alignment's log2: mostly natural, sometimes up to a page.
+pub fn align_log_from(r: &mut Rng) -> u8 {
+    match r.below(100) {
+        0..=79 => r.below(4) as u8,
+        80..=94 => 4 + r.below(5) as u8,
+        _ => 9 + r.below(8) as u8,
+    }
+}
+
+/// A random program of `len` operations from `seed`.
+pub fn generate(seed: u64, len: usize) -> Vec<Op> {
+    let mut r = Rng::new(seed);
+    (0..len)
+        .map(|_| match r.below(100) {
+            0..=39 => Op::Alloc {
+                size: size_from(&mut r),
+                align_log: align_log_from(&mut r),
+            },
+            40..=47 => Op::AllocZeroed {
+                size: size_from(&mut r),
+                align_log: align_log_from(&mut r),
+            },
+            48..=77 => Op::Dealloc {
+                pick: r.below(1 << 16),
+            },
+            78..=95 => Op::Realloc {
+                pick: r.below(1 << 16),
+                new_size: size_from(&mut r),
+            },
+            96..=97 => Op::FailNextGrow,
+            _ => Op::ForeignGrow {
+                pages: 1 + r.below(2),
+            },
+        })
+        .collect()
+}
+
+/// proptest strategies for programs (host only).
+#[cfg(not(target_arch = "wasm32"))]
+pub mod strategy {
+    use proptest::prelude::*;
+
+    use super::Op;
+
+    fn size() -> impl Strategy<Value = usize> {
+        prop_oneof![
+            6 => 1usize..=256,
+            3 => 1usize..=4096,
+            1 => 1usize..=65536,
+        ]
+    }
+
+    fn align_log() -> impl Strategy<Value = u8> {
+        prop_oneof![8 => 0u8..=3, 2 => 4u8..=8, 1 => 9u8..=16]
+    }
+
+    /// One operation, weighted like [`generate`](super::generate).
+    pub fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            40 => (size(), align_log()).prop_map(|(size, align_log)| Op::Alloc { size, align_log }),
+            8 => (size(), align_log())
+                .prop_map(|(size, align_log)| Op::AllocZeroed { size, align_log }),
+            30 => any::<u16>().prop_map(|p| Op::Dealloc { pick: p as usize }),
+            18 => (any::<u16>(), size())
+                .prop_map(|(p, new_size)| Op::Realloc { pick: p as usize, new_size }),
+            2 => Just(Op::FailNextGrow),
+            2 => (1usize..=2).prop_map(|pages| Op::ForeignGrow { pages }),
+        ]
+    }
+
+    /// A program of up to `max_len` operations.
+    pub fn program(max_len: usize) -> impl Strategy<Value = Vec<Op>> {
+        proptest::collection::vec(op(), 1..=max_len)
+    }
+}
