@@ -52,7 +52,7 @@ pub fn every_alignment_1_to_64k_is_honoured<H: RawHeap, M: TestMemory>(
 pub fn sizes_from_1_byte_to_8_mib_are_served<H: RawHeap, M: TestMemory>(
     s: &Subject<H, M>,
 ) -> Result<(), Failure> {
-    let top = scale(23, 18);
+    let top = scale(23, 13);
     let (mut heap, _mem) = s.heap((2usize << top) / PAGE_SIZE * 3 + 64);
     let mut model = Model::new();
     let mut sizes = vec![1, 2, 3, 5, 7, 9, 15, 17];
@@ -84,7 +84,16 @@ pub fn zeroed_blocks_are_zero_also_on_reused_memory<H: RawHeap, M: TestMemory>(
     s: &Subject<H, M>,
 ) -> Result<(), Failure> {
     let (mut heap, _mem) = s.heap(PAGES);
-    let sizes = [8usize, 24, 100, 256, 1000, 4096, 20_000, 70_000];
+    let sizes = [
+        8usize,
+        24,
+        100,
+        256,
+        1000,
+        4096,
+        scale(20_000, 300),
+        scale(70_000, 5000),
+    ];
     for round in 0..3 {
         let mut blocks = Vec::new();
         for (i, &size) in sizes.iter().enumerate() {
@@ -302,7 +311,7 @@ pub fn bounded_live_set_does_not_grow_memory_without_bound<H: RawHeap, M: TestMe
             // SAFETY: `b` is live with this layout.
             unsafe { heap.dealloc(b.ptr, b.layout) }.map_err(|e| Failure::new(e.to_string()))?;
         } else {
-            let size = 1 + rng.below(8192);
+            let size = 1 + rng.below(scale(8192, 1024));
             alloc_into(&mut heap, &mut model, layout(size, 1 << rng.below(4))?)?;
         }
         if i == rounds / 4 {
@@ -330,7 +339,10 @@ pub fn global_alloc_contract_holds_through_the_locked_adapter<H: RawHeap, M: Tes
     let (heap, mem) = s.heap(PAGES);
     let global = Locked::<H>::new(heap);
     let mut model = Model::new();
-    for (i, size) in [1usize, 16, 100, 3000, 70_000].into_iter().enumerate() {
+    for (i, size) in [1usize, 16, 100, 3000, scale(70_000, 5000)]
+        .into_iter()
+        .enumerate()
+    {
         let l = layout(size, 1 << (i * 3))?;
         // SAFETY: `l` has a non-zero size.
         let p = NonNull::new(unsafe { global.alloc_zeroed(l) })

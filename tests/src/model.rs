@@ -29,8 +29,9 @@ pub fn pattern(seed: u8, i: usize) -> u8 {
 pub struct Model {
     live: BTreeMap<usize, Block>,
     next_seed: u8,
-    /// Blocks larger than this are checked at their ends only, so that
-    /// multi-megabyte blocks do not make every step slow.
+    /// Blocks larger than this are written and checked in two windows at
+    /// their ends only, so that multi-megabyte blocks (or Miri) do not make
+    /// every step slow.
     pub full_check_limit: usize,
 }
 
@@ -101,7 +102,7 @@ impl Model {
             }
         }
         let seed = self.fresh_seed();
-        fill(ptr, layout.size(), seed);
+        fill(ptr, layout.size(), seed, self.full_check_limit);
         self.live.insert(addr, Block { ptr, layout, seed });
         Ok(())
     }
@@ -123,12 +124,18 @@ impl Model {
         self.live.remove(&(old.ptr.as_ptr() as usize));
         self.check_no_overlap(addr, new_size, None)?;
         let keep = old.layout.size().min(new_size);
-        check_pattern(new, keep, old.seed, self.full_check_limit)
-            .map_err(|e| e.context("realloc did not keep the old prefix"))?;
+        check_pattern(
+            new,
+            old.layout.size(),
+            keep,
+            old.seed,
+            self.full_check_limit,
+        )
+        .map_err(|e| e.context("realloc did not keep the old prefix"))?;
         let layout = Layout::from_size_align(new_size, old.layout.align())
             .map_err(|_| Failure::new("realloc size overflows a layout"))?;
         let seed = self.fresh_seed();
-        fill(new, new_size, seed);
+        fill(new, new_size, seed, self.full_check_limit);
         self.live.insert(
             addr,
             Block {
@@ -143,7 +150,8 @@ impl Model {
     /// Checks every live block still holds its pattern.
     pub fn check_all(&self) -> Result<(), Failure> {
         for b in self.live.values() {
-            check_pattern(b.ptr, b.layout.size(), b.seed, self.full_check_limit)?;
+            let len = b.layout.size();
+            check_pattern(b.ptr, len, len, b.seed, self.full_check_limit)?;
         }
         Ok(())
     }
@@ -177,27 +185,41 @@ impl Model {
     }
 }
 
-/// Writes the pattern for `seed` over `len` bytes at `ptr`.
-pub fn fill(ptr: NonNull<u8>, len: usize, seed: u8) {
-    // SAFETY: callers pass a live block of at least `len` bytes.
-    let bytes = unsafe { std::slice::from_raw_parts_mut(ptr.as_ptr(), len) };
-    for (i, b) in bytes.iter_mut().enumerate() {
-        *b = pattern(seed, i);
+/// The byte ranges of a `len`-byte block that carry the pattern: all of it
+/// up to `limit`, else a window at each end.
+fn windows(len: usize, limit: usize) -> [std::ops::Range<usize>; 2] {
+    let w = (limit / 2).max(1);
+    if len <= limit {
+        [0..len, 0..0]
+    } else {
+        [0..w, len - w..len]
     }
 }
 
-/// Checks the pattern for `seed` over `len` bytes at `ptr` (all of it up to
-/// `limit`, else the first and last 4 KiB).
-pub fn check_pattern(ptr: NonNull<u8>, len: usize, seed: u8, limit: usize) -> Result<(), Failure> {
+/// Writes the pattern for `seed` into a `len`-byte block at `ptr`.
+pub fn fill(ptr: NonNull<u8>, len: usize, seed: u8, limit: usize) {
     // SAFETY: callers pass a live block of at least `len` bytes.
-    let bytes = unsafe { std::slice::from_raw_parts(ptr.as_ptr(), len) };
-    let ranges: [std::ops::Range<usize>; 2] = if len <= limit {
-        [0..len, 0..0]
-    } else {
-        [0..4096, len - 4096..len]
-    };
-    for r in ranges {
+    let bytes = unsafe { std::slice::from_raw_parts_mut(ptr.as_ptr(), len) };
+    for r in windows(len, limit) {
         for i in r {
+            bytes[i] = pattern(seed, i);
+        }
+    }
+}
+
+/// Checks the pattern for `seed`, written into a `len`-byte block, in the
+/// first `upto` bytes at `ptr`.
+pub fn check_pattern(
+    ptr: NonNull<u8>,
+    len: usize,
+    upto: usize,
+    seed: u8,
+    limit: usize,
+) -> Result<(), Failure> {
+    // SAFETY: callers pass a live block of at least `upto` bytes.
+    let bytes = unsafe { std::slice::from_raw_parts(ptr.as_ptr(), upto) };
+    for r in windows(len, limit) {
+        for i in r.start.min(upto)..r.end.min(upto) {
             if bytes[i] != pattern(seed, i) {
                 return Err(Failure::new(format!(
                     "block {:#x} (size {len}) lost its contents at byte {i}",

@@ -9,7 +9,7 @@ use std::alloc::Layout;
 use linmem_memory::RawHeap;
 
 use crate::model::Model;
-use crate::{Caps, Failure, Knobs};
+use crate::{Caps, Failure, Knobs, scale};
 
 /// One step of a program.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -214,9 +214,9 @@ impl Rng {
 pub fn size_from(r: &mut Rng) -> usize {
     match r.below(100) {
         0..=59 => 1 + r.below(256),
-        60..=89 => 1 + r.below(4096),
-        90..=98 => 1 + r.below(64 * 1024),
-        _ => 1 + r.below(512 * 1024),
+        60..=89 => 1 + r.below(scale(4096, 1024)),
+        90..=98 => 1 + r.below(scale(64 * 1024, 2048)),
+        _ => 1 + r.below(scale(512 * 1024, 4096)),
     }
 }
 
@@ -267,8 +267,8 @@ pub mod strategy {
     fn size() -> impl Strategy<Value = usize> {
         prop_oneof![
             6 => 1usize..=256,
-            3 => 1usize..=4096,
-            1 => 1usize..=65536,
+            3 => 1usize..=crate::scale(4096, 1024),
+            1 => 1usize..=crate::scale(65536, 4096),
         ]
     }
 
