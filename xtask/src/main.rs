@@ -1,0 +1,325 @@
+//! `cargo xtask`: the project's commands, with all their set-up.
+//!
+//! - `cargo xtask test`: every test layer — the host suite and unit tests,
+//!   the doc tests, and the conformance suite inside a wasm engine (node,
+//!   through wasm-bindgen-test). Installs the wasm32 target and a
+//!   version-matched wasm-bindgen-cli first when missing.
+//! - `cargo xtask miri`: the host suite and unit tests under Miri with a
+//!   reduced case count (installs the nightly miri component if missing).
+//! - `cargo xtask lint`: `cargo fmt --check`, clippy (host and wasm32) and the
+//!   docs build, all with warnings denied.
+//!
+//! Each ends with a plain `N passed, N failed` line over all test binaries.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+
+const WASM: &str = "wasm32-unknown-unknown";
+
+/// Crates whose code runs inside wasm and so must also lint for wasm32.
+const WASM_CRATES: &[&str] = &[
+    "linmem-memory",
+    "linmem-bump",
+    "linmem-dlmalloc",
+    "linmem-emmalloc",
+    "linmem-ems",
+];
+
+/// Crates that cannot run under Miri (they drive a wasm engine or a C
+/// compiler) or are tooling.
+const NOT_UNDER_MIRI: &[&str] = &[
+    "xtask",
+    "linmem-benches",
+    "linmem-bench-workload",
+    "linmem-ems-capi",
+];
+
+#[derive(Default)]
+struct Tally {
+    passed: u64,
+    failed: u64,
+    failures: Vec<String>,
+}
+
+impl Tally {
+    /// Adds the `test result:` lines of a cargo test run's output.
+    fn add_output(&mut self, out: &str) {
+        for line in out.lines() {
+            let Some(rest) = line.trim().strip_prefix("test result: ") else {
+                continue;
+            };
+            for part in rest.split([';', '.']) {
+                let mut words = part.split_whitespace();
+                match (
+                    words.next().and_then(|n| n.parse::<u64>().ok()),
+                    words.next(),
+                ) {
+                    (Some(n), Some("passed")) => self.passed += n,
+                    (Some(n), Some("failed")) => self.failed += n,
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let root = workspace_root();
+    let mut tally = Tally::default();
+    let ok = match args.first().map(String::as_str) {
+        Some("test") => test(&root, &mut tally),
+        Some("miri") => miri(&root, &mut tally),
+        Some("lint") => lint(&root, &mut tally),
+        _ => {
+            eprintln!("usage: cargo xtask <test | miri | lint>");
+            return ExitCode::from(2);
+        }
+    };
+    for f in &tally.failures {
+        eprintln!("xtask: FAILED: {f}");
+    }
+    println!("xtask: {} passed, {} failed", tally.passed, tally.failed);
+    if ok && tally.failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    dir.parent().map(Path::to_path_buf).unwrap_or(dir)
+}
+
+fn cargo() -> Command {
+    Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+/// Runs `cmd`, streaming its output and tallying test results; records a
+/// failure under `what` when it fails.
+fn run(what: &str, cmd: &mut Command, tally: &mut Tally) -> bool {
+    eprintln!("xtask: == {what}");
+    let out = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).output();
+    match out {
+        Ok(out) => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            print!("{text}");
+            tally.add_output(&text);
+            if !out.status.success() {
+                tally.failures.push(what.to_string());
+            }
+            out.status.success()
+        }
+        Err(e) => {
+            tally.failures.push(format!("{what}: could not start: {e}"));
+            false
+        }
+    }
+}
+
+fn output_of(cmd: &mut Command) -> Option<String> {
+    let out = cmd.stderr(Stdio::null()).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn ensure_wasm_target(toolchain: Option<&str>, tally: &mut Tally) -> bool {
+    let mut list = Command::new("rustup");
+    list.args(toolchain).args(["target", "list", "--installed"]);
+    if output_of(&mut list).is_some_and(|o| o.lines().any(|l| l.trim() == WASM)) {
+        return true;
+    }
+    let mut add = Command::new("rustup");
+    add.args(toolchain).args(["target", "add", WASM]);
+    run("install the wasm32 target", &mut add, tally)
+}
+
+/// The wasm-bindgen version the lock file pins, which the CLI must match.
+fn wasm_bindgen_version(root: &Path) -> Option<String> {
+    let lock = std::fs::read_to_string(root.join("Cargo.lock")).ok()?;
+    let mut lines = lock.lines();
+    while let Some(line) = lines.next() {
+        if line == "name = \"wasm-bindgen\"" {
+            return lines
+                .next()?
+                .strip_prefix("version = \"")?
+                .strip_suffix('"')
+                .map(String::from);
+        }
+    }
+    None
+}
+
+fn ensure_wasm_bindgen_cli(root: &Path, tally: &mut Tally) -> bool {
+    let Some(want) = wasm_bindgen_version(root) else {
+        tally
+            .failures
+            .push("no wasm-bindgen version in Cargo.lock".into());
+        return false;
+    };
+    let have = output_of(Command::new("wasm-bindgen-test-runner").arg("--version"));
+    if have.is_some_and(|v| v.split_whitespace().nth(1) == Some(want.as_str())) {
+        return true;
+    }
+    run(
+        &format!("install wasm-bindgen-cli {want}"),
+        cargo().args(["install", "wasm-bindgen-cli", "--version", &want, "--force"]),
+        tally,
+    )
+}
+
+fn test(root: &Path, tally: &mut Tally) -> bool {
+    let mut ok = run(
+        "host: unit tests, conformance suite, doc tests",
+        cargo().current_dir(root).args(["test", "--workspace"]),
+        tally,
+    );
+    if ensure_wasm_target(None, tally) && ensure_wasm_bindgen_cli(root, tally) {
+        ok &= run(
+            "wasm: conformance suite and global-allocator binaries in node",
+            cargo()
+                .current_dir(root)
+                .args(["test", "-p", "linmem-tests", "--target", WASM]),
+            tally,
+        );
+        ok &= wasm_app(root, tally);
+    } else {
+        ok = false;
+    }
+    ok
+}
+
+/// The allocators a user can pick in `examples/wasm-app`, with their crates.
+const APP_ALLOCATORS: &[(&str, &str)] = &[
+    ("bump", "bump"),
+    ("dlmalloc", "dlmalloc-port"),
+    ("emmalloc", "emmalloc-port"),
+    ("ems", "ems"),
+];
+
+/// Builds the stand-alone wasm program (outside the workspace, one
+/// `#[global_allocator]` line) with each allocator and runs it in node:
+/// 300,000 blocks of mixed sizes, every byte checked.
+fn wasm_app(root: &Path, tally: &mut Tally) -> bool {
+    let app = root.join("examples/wasm-app");
+    let target = root.join("target/wasm-app");
+    let wasm = target.join("wasm32-unknown-unknown/release/linmem_wasm_app.wasm");
+    let mut ok = true;
+    let present = APP_ALLOCATORS
+        .iter()
+        .filter(|(_, d)| root.join(d).join("Cargo.toml").exists());
+    for (feature, _) in present {
+        let built = run(
+            &format!("wasm app with {feature}: build"),
+            cargo()
+                .current_dir(&app)
+                .env("CARGO_TARGET_DIR", &target)
+                .args([
+                    "build",
+                    "--release",
+                    "--target",
+                    WASM,
+                    "--no-default-features",
+                    "--features",
+                    feature,
+                ]),
+            tally,
+        );
+        let ran = built
+            && run(
+                &format!("wasm app with {feature}: run in node"),
+                Command::new("node")
+                    .arg(app.join("run.mjs"))
+                    .arg(&wasm)
+                    .args(["300000", "1000"]),
+                tally,
+            );
+        if ran {
+            tally.passed += 1;
+        } else {
+            tally.failed += 1;
+        }
+        ok &= ran;
+    }
+    ok
+}
+
+fn miri(root: &Path, tally: &mut Tally) -> bool {
+    let has_miri =
+        output_of(Command::new("rustup").args(["+nightly", "component", "list", "--installed"]))
+            .is_some_and(|o| o.lines().any(|l| l.starts_with("miri")));
+    if !has_miri
+        && !run(
+            "install miri",
+            Command::new("rustup").args(["+nightly", "component", "add", "miri", "rust-src"]),
+            tally,
+        )
+    {
+        return false;
+    }
+    let mut cmd = cargo();
+    cmd.current_dir(root)
+        .args(["+nightly", "miri", "test", "--workspace"]);
+    for c in NOT_UNDER_MIRI {
+        cmd.args(["--exclude", c]);
+    }
+    cmd.env("PROPTEST_CASES", "4");
+    if env::var_os("MIRIFLAGS").is_none() {
+        cmd.env("MIRIFLAGS", "-Zmiri-strict-provenance");
+    }
+    // Doc tests under Miri add little and take long.
+    cmd.args(["--lib", "--tests"]);
+    run("miri: host suite and unit tests", &mut cmd, tally)
+}
+
+fn lint(root: &Path, tally: &mut Tally) -> bool {
+    let mut ok = run(
+        "cargo fmt --check",
+        cargo().current_dir(root).args(["fmt", "--all", "--check"]),
+        tally,
+    );
+    ok &= run(
+        "clippy (host, all targets)",
+        cargo().current_dir(root).args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+        tally,
+    );
+    if ensure_wasm_target(None, tally) {
+        let members = output_of(cargo().current_dir(root).args([
+            "metadata",
+            "--no-deps",
+            "--format-version",
+            "1",
+        ]))
+        .unwrap_or_default();
+        let mut cmd = cargo();
+        cmd.current_dir(root).args(["clippy", "--target", WASM]);
+        // Allocator crates land one by one: lint those present.
+        for c in WASM_CRATES
+            .iter()
+            .filter(|c| members.contains(&format!("\"name\":\"{c}\"")))
+        {
+            cmd.args(["-p", c]);
+        }
+        cmd.args(["-p", "linmem-tests", "--tests", "--", "-D", "warnings"]);
+        ok &= run("clippy (wasm32)", &mut cmd, tally);
+    }
+    ok &= run(
+        "docs",
+        cargo()
+            .current_dir(root)
+            .env("RUSTDOCFLAGS", "-D warnings")
+            .args(["doc", "--workspace", "--no-deps"]),
+        tally,
+    );
+    ok
+}
