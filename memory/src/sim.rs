@@ -4,7 +4,7 @@ use core::ptr::NonNull;
 use std::alloc::{Layout, alloc_zeroed, dealloc};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::tail::{Pages, Span, grow_with_tail};
+use crate::tail::{Pages, Span, grow_from};
 use crate::{MemorySource, PAGE_SIZE, Region};
 
 /// How a [`SimMemory`] starts.
@@ -14,8 +14,9 @@ pub struct SimConfig {
     pub initial_pages: usize,
     /// The declared maximum: growth beyond it fails, like `memory.grow`.
     pub max_pages: usize,
-    /// When set, the first grow hands out `[heap_base, initial end)` first,
-    /// as [`WasmMemory`](crate::MemorySource) does with `__heap_base`.
+    /// When set, the first successful grow also hands out `[heap_base,
+    /// initial end)` (if nothing grew memory before it), as `WasmMemory` does
+    /// with `__heap_base`.
     pub heap_base: Option<usize>,
 }
 
@@ -234,6 +235,10 @@ impl Pages for Grower<'_> {
             }
         }
     }
+
+    fn size_pages(&self) -> usize {
+        self.st.pages
+    }
 }
 
 // SAFETY: M1 and M2: grown spans lie inside the reservation below the new
@@ -245,10 +250,9 @@ unsafe impl MemorySource for SimMemory {
         let max_pages = self.inner.max_pages;
         let mut guard = self.state();
         let st = &mut *guard;
-        let mut tail = st.tail.take();
-        let span = grow_with_tail(&mut Grower { st, max_pages }, &mut tail, bytes);
-        st.tail = tail;
-        let span = span?;
+        let tail = st.tail;
+        let span = grow_from(&mut Grower { st, max_pages }, tail, bytes)?;
+        guard.tail = None;
         // SAFETY: M2: `span` lies inside the reservation.
         let start = unsafe { self.inner.base.add(span.start) };
         Some(Region {

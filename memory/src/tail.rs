@@ -7,6 +7,8 @@ use crate::PAGE_SIZE;
 pub(crate) trait Pages {
     /// `memory.grow(pages)`: the old size in pages, or `None` for -1.
     fn grow_pages(&mut self, pages: usize) -> Option<usize>;
+    /// `memory.size` in pages.
+    fn size_pages(&self) -> usize;
 }
 
 /// A byte range `[start, end)` of offsets into the memory.
@@ -16,61 +18,41 @@ pub(crate) struct Span {
     pub end: usize,
 }
 
-impl Span {
-    fn len(self) -> usize {
-        self.end - self.start
-    }
-}
-
-/// The pages needed for `bytes` bytes, `None` on overflow.
-fn pages_for(bytes: usize) -> Option<usize> {
-    Some(crate::align_up(bytes, PAGE_SIZE)? / PAGE_SIZE)
-}
-
-/// Grows memory by the pages needed for `bytes` bytes.
-fn grow_span<P: Pages>(mem: &mut P, bytes: usize) -> Option<Span> {
-    let pages = pages_for(bytes)?;
-    let old = mem.grow_pages(pages)?;
-    Some(Span {
-        start: old * PAGE_SIZE,
-        end: (old + pages) * PAGE_SIZE,
-    })
-}
-
-/// Serves a request for `bytes` bytes, using `tail` first.
+/// Grows memory for a request of `bytes` bytes; on the first grow of a
+/// source that claims the initial tail, `tail` is handed out too.
 ///
-/// A tail long enough is handed out whole. A shorter one is extended by
-/// growing the missing pages when nobody grew memory since the tail was
-/// measured; otherwise it stays for a later, smaller request and the request
-/// is served by fresh pages alone. At most two grows, never a loop.
-pub(crate) fn grow_with_tail<P: Pages>(
-    mem: &mut P,
-    tail: &mut Option<Span>,
-    bytes: usize,
-) -> Option<Span> {
-    let Some(t) = *tail else {
-        return grow_span(mem, bytes);
+/// The tail is used only while it still ends at the end of memory (nobody
+/// grew memory since it was measured); then the region is the tail plus just
+/// the missing pages (none when the tail alone is long enough). Otherwise the
+/// tail is dropped and fresh pages serve the request. One grow at most.
+#[inline(always)]
+pub(crate) fn grow_from<P: Pages>(mem: &mut P, tail: Option<Span>, bytes: usize) -> Option<Span> {
+    let end = mem.size_pages() * PAGE_SIZE;
+    let start = match tail {
+        Some(t) if t.end == end && t.start < end => t.start,
+        _ => end,
     };
-    if t.len() >= bytes {
-        *tail = None;
-        return Some(t);
+    let pages = crate::align_up(bytes.saturating_sub(end - start), PAGE_SIZE)? / PAGE_SIZE;
+    let old = if pages == 0 {
+        end / PAGE_SIZE
+    } else {
+        mem.grow_pages(pages)?
+    };
+    let new_end = (old + pages) * PAGE_SIZE;
+    if old * PAGE_SIZE == end {
+        Some(Span {
+            start,
+            end: new_end,
+        })
+    } else if pages * PAGE_SIZE >= bytes {
+        Some(Span {
+            start: old * PAGE_SIZE,
+            end: new_end,
+        })
+    } else {
+        // Another thread grew memory between our size read and our grow,
+        // during the very grow that claimed a tail (wasm threads only): the
+        // pages we got are too few and are left unused.
+        None
     }
-    let more = grow_span(mem, bytes - t.len())?;
-    if more.start == t.end {
-        *tail = None;
-        return Some(Span {
-            start: t.start,
-            end: more.end,
-        });
-    }
-    // Someone else grew memory after the tail was measured: the tail is no
-    // longer at the end. Serve the request from fresh pages only.
-    if more.len() >= bytes {
-        return Some(more);
-    }
-    let rest = grow_span(mem, bytes - more.len())?;
-    (rest.start == more.end).then_some(Span {
-        start: more.start,
-        end: rest.end,
-    })
 }

@@ -4,7 +4,7 @@ use core::arch::wasm32;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use crate::tail::{Pages, Span, grow_with_tail};
+use crate::tail::{Pages, Span, grow_from};
 use crate::{MemorySource, PAGE_SIZE, Region};
 
 unsafe extern "C" {
@@ -24,7 +24,6 @@ static TAIL_CLAIMED: AtomicBool = AtomicBool::new(false);
 #[derive(Debug)]
 pub struct WasmMemory {
     claim_tail: bool,
-    tail: Option<Span>,
 }
 
 impl WasmMemory {
@@ -34,10 +33,7 @@ impl WasmMemory {
     /// allocator, since the global allocator (std's default included) may
     /// own the initial tail.
     pub const fn new() -> Self {
-        Self {
-            claim_tail: false,
-            tail: None,
-        }
+        Self { claim_tail: false }
     }
 
     /// A source that first hands out `__heap_base..` end of initial memory.
@@ -48,28 +44,10 @@ impl WasmMemory {
     /// allocator in the module (std's default allocator claims the same
     /// region) may use the memory above `__heap_base`. Among linmem sources
     /// only the first to grow claims the tail, the others fall back to growth.
+    /// The tail is measured at the first grow: nothing may grow memory before
+    /// it (later foreign growth is fine).
     pub const unsafe fn with_heap_base() -> Self {
-        Self {
-            claim_tail: true,
-            tail: None,
-        }
-    }
-
-    fn take_tail_once(&mut self) {
-        if !self.claim_tail {
-            return;
-        }
-        self.claim_tail = false;
-        if TAIL_CLAIMED.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let base = core::ptr::addr_of!(__heap_base) as usize;
-        let end = wasm32::memory_size(0) * PAGE_SIZE;
-        // A zero address cannot be a block: start at least one word in.
-        let start = base.max(16);
-        if start < end {
-            self.tail = Some(Span { start, end });
-        }
+        Self { claim_tail: true }
     }
 }
 
@@ -86,6 +64,10 @@ impl Pages for Memory0 {
         let old = wasm32::memory_grow(0, pages);
         (old != usize::MAX).then_some(old)
     }
+
+    fn size_pages(&self) -> usize {
+        wasm32::memory_size(0)
+    }
 }
 
 // SAFETY: M1: `memory.grow` appends fresh zeroed pages that nothing else
@@ -93,8 +75,16 @@ impl Pages for Memory0 {
 // by `with_heap_base`'s contract, by the global allocator alone.
 unsafe impl MemorySource for WasmMemory {
     fn grow(&mut self, bytes: usize) -> Option<Region> {
-        self.take_tail_once();
-        let span = grow_with_tail(&mut Memory0, &mut self.tail, bytes)?;
+        let claim = self.claim_tail && !TAIL_CLAIMED.load(Ordering::Acquire);
+        let tail = claim.then(|| Span {
+            start: core::ptr::addr_of!(__heap_base) as usize,
+            end: wasm32::memory_size(0) * PAGE_SIZE,
+        });
+        let span = grow_from(&mut Memory0, tail, bytes)?;
+        if self.claim_tail {
+            self.claim_tail = false;
+            TAIL_CLAIMED.store(true, Ordering::Release);
+        }
         // Address 0 is only reachable if memory started empty; skip a word.
         let start = span.start.max(16);
         let start = NonNull::new(core::ptr::with_exposed_provenance_mut::<u8>(start))?;
