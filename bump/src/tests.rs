@@ -11,6 +11,13 @@ fn arena(max_pages: usize) -> (Arena<SimMemory>, SimMemory) {
     (Arena::new(mem.clone()), mem)
 }
 
+/// The first `n` bytes of a live block.
+fn bytes(p: core::ptr::NonNull<u8>, n: usize) -> &'static [u8] {
+    // SAFETY: every caller passes a live block of at least `n` bytes whose
+    // arena outlives the use of the slice.
+    unsafe { core::slice::from_raw_parts(p.as_ptr(), n) }
+}
+
 fn l(size: usize, align: usize) -> Layout {
     Layout::from_size_align(size, align).unwrap()
 }
@@ -80,11 +87,7 @@ fn realloc_of_the_most_recent_block_grows_and_shrinks_in_place() {
     let r = unsafe { a.realloc(q, l(1000, 2), 4) }.unwrap();
     assert_eq!(p, r);
     assert_eq!(a.allocated_bytes(), 4);
-    // SAFETY: `r` is valid for 4 bytes.
-    assert_eq!(
-        unsafe { core::slice::from_raw_parts(r.as_ptr(), 4) },
-        b"0123"
-    );
+    assert_eq!(bytes(r, 4), b"0123");
     a.verify().unwrap();
 }
 
@@ -109,11 +112,7 @@ fn realloc_of_an_older_block_moves_it_and_keeps_the_prefix() {
     // SAFETY: `p` is live with this layout.
     let r = unsafe { a.realloc(p, l(4, 1), 64) }.unwrap();
     assert_ne!(p, r);
-    // SAFETY: `r` is valid for 64 bytes.
-    assert_eq!(
-        unsafe { core::slice::from_raw_parts(r.as_ptr(), 4) },
-        b"abcd"
-    );
+    assert_eq!(bytes(r, 4), b"abcd");
 }
 
 #[test]
@@ -144,12 +143,7 @@ fn zeroed_allocation_after_reset_is_zero() {
     unsafe { p.as_ptr().write_bytes(0xAB, 256) };
     a.reset();
     let z = a.alloc_zeroed(l(512, 8)).unwrap();
-    // SAFETY: `z` is valid for 512 bytes.
-    assert!(
-        unsafe { core::slice::from_raw_parts(z.as_ptr(), 512) }
-            .iter()
-            .all(|&b| b == 0)
-    );
+    assert!(bytes(z, 512).iter().all(|&b| b == 0));
 }
 
 #[test]
@@ -162,12 +156,7 @@ fn zeroed_allocation_after_popping_the_last_block_is_zero() {
     unsafe { a.dealloc(p, l(64, 8)).unwrap() };
     let z = a.alloc_zeroed(l(64, 8)).unwrap();
     assert_eq!(z, p);
-    // SAFETY: `z` is valid for 64 bytes.
-    assert!(
-        unsafe { core::slice::from_raw_parts(z.as_ptr(), 64) }
-            .iter()
-            .all(|&b| b == 0)
-    );
+    assert!(bytes(z, 64).iter().all(|&b| b == 0));
 }
 
 #[test]
@@ -225,12 +214,7 @@ fn failed_grow_returns_null_and_the_arena_keeps_working() {
     assert_eq!(mem.failed_grows(), 1);
     a.verify().unwrap();
     assert!(a.alloc(l(2 * PAGE_SIZE, 8)).is_some());
-    // SAFETY: `p` is still live.
-    assert!(
-        unsafe { core::slice::from_raw_parts(p.as_ptr(), 100) }
-            .iter()
-            .all(|&b| b == 0x5A)
-    );
+    assert!(bytes(p, 100).iter().all(|&b| b == 0x5A));
 }
 
 #[test]

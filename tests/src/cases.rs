@@ -4,7 +4,7 @@
 use std::alloc::{GlobalAlloc, Layout};
 use std::ptr::NonNull;
 
-use linmem_memory::{Locked, PAGE_SIZE, RawHeap};
+use linmem_memory::{Locked, PAGE_SIZE, RawHeap, Unsync};
 
 use crate::model::Model;
 use crate::program::{self, Op, Outcome, check_heap, free_all, generate, step};
@@ -303,7 +303,7 @@ pub fn bounded_live_set_does_not_grow_memory_without_bound<H: RawHeap, M: TestMe
     let rounds = scale(40_000, 400);
     let mut after_warmup = 0;
     for i in 0..rounds {
-        if model.len() >= 64 || (model.len() > 0 && rng.below(2) == 0) {
+        if model.len() >= 64 || (!model.is_empty() && rng.below(2) == 0) {
             let b = model
                 .nth(rng.below(1 << 16))
                 .ok_or_else(|| Failure::new("model empty"))?;
@@ -331,13 +331,24 @@ pub fn bounded_live_set_does_not_grow_memory_without_bound<H: RawHeap, M: TestMe
     free_all(&mut heap, &mut model)
 }
 
-/// The `GlobalAlloc` contract through the locked adapter: null on failure,
-/// zeroed memory, realloc prefixes, no overlap.
-pub fn global_alloc_contract_holds_through_the_locked_adapter<H: RawHeap, M: TestMemory>(
+/// The `GlobalAlloc` contract through both adapters (locked and
+/// unsynchronized): null on failure, zeroed memory, realloc prefixes, no
+/// overlap.
+pub fn global_alloc_contract_holds_through_the_adapters<H: RawHeap, M: TestMemory>(
     s: &Subject<H, M>,
 ) -> Result<(), Failure> {
     let (heap, mem) = s.heap(PAGES);
-    let global = Locked::<H>::new(heap);
+    let locked = Locked::<H>::new(heap);
+    global_contract(&locked, &mem).map_err(|e| e.context("Locked"))?;
+    check_heap(&*locked.lock(), &s.caps, &Model::new())?;
+    let (heap, mem) = s.heap(PAGES);
+    let unsync = Unsync::new(heap);
+    global_contract(&unsync, &mem).map_err(|e| e.context("Unsync"))?;
+    // SAFETY: no allocation through `unsync` happens while this is used.
+    check_heap(unsafe { unsync.heap_mut() }, &s.caps, &Model::new())
+}
+
+fn global_contract<G: GlobalAlloc, M: TestMemory>(global: &G, mem: &M) -> Result<(), Failure> {
     let mut model = Model::new();
     for (i, size) in [1usize, 16, 100, 3000, scale(70_000, 5000)]
         .into_iter()
@@ -368,8 +379,7 @@ pub fn global_alloc_contract_holds_through_the_locked_adapter<H: RawHeap, M: Tes
         // SAFETY: every model block is live with its layout.
         unsafe { global.dealloc(b.ptr.as_ptr(), b.layout) };
     }
-    let heap = global.lock();
-    check_heap(&*heap, &s.caps, &Model::new())
+    Ok(())
 }
 
 /// Random programs (with injected grow failures and foreign growth) against

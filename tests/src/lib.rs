@@ -160,7 +160,7 @@ macro_rules! conformance {
             grow_failure_at_every_point_loses_nothing,
             foreign_growth_between_operations_is_tolerated,
             bounded_live_set_does_not_grow_memory_without_bound,
-            global_alloc_contract_holds_through_the_locked_adapter,
+            global_alloc_contract_holds_through_the_adapters,
             random_programs_match_the_model,
         );
     };

@@ -33,10 +33,10 @@ struct Broken {
 impl RawHeap for Broken {
     fn alloc(&mut self, layout: Layout) -> Option<NonNull<u8>> {
         self.count += 1;
-        if self.bug == Bug::Overlap && self.count % 5 == 0 {
+        if self.bug == Bug::Overlap && self.count.is_multiple_of(5) {
             if let Some(p) = self
                 .last
-                .filter(|p| p.as_ptr() as usize % layout.align() == 0)
+                .filter(|p| (p.as_ptr() as usize).is_multiple_of(layout.align()))
             {
                 return Some(p);
             }
