@@ -1,0 +1,154 @@
+//! Size classes: 32 small bins of exact 8-byte spacing below 256 bytes, and
+//! 32 tree bins for larger chunks, two per power of two.
+//!
+//! Small bin `i` holds chunks of exactly `8 * i` bytes. Tree bin `i` holds
+//! chunks from [`tree_min_size`]`(i)` up to the next bin's minimum; the last
+//! one holds everything from 12 MiB up. Inside a tree bin the chunks form a
+//! bitwise trie keyed by size: below the bits that select the bin, each
+//! level branches on the next lower size bit ([`tree_shift`] brings that bit
+//! to the top of the word).
+
+/// Number of small bins.
+pub(crate) const NSMALL: usize = 32;
+
+/// Number of tree bins.
+pub(crate) const NTREE: usize = 32;
+
+/// log2 of the small-bin spacing.
+pub(crate) const SMALL_SHIFT: u32 = 3;
+
+/// log2 of the smallest tree-binned size.
+pub(crate) const TREE_SHIFT: u32 = 8;
+
+/// The smallest chunk size kept in tree bins (256 bytes).
+pub(crate) const MIN_LARGE: usize = 1 << TREE_SHIFT;
+
+const BITS: u32 = usize::BITS;
+
+const _: () = assert!(NSMALL << SMALL_SHIFT == MIN_LARGE);
+const _: () = assert!(1usize << SMALL_SHIFT == crate::block::ALIGN);
+const _: () = assert!(NSMALL <= u32::BITS as usize && NTREE <= u32::BITS as usize);
+const _: () = assert!(tree_index(MIN_LARGE) == 0 && tree_index(usize::MAX) == NTREE - 1);
+
+/// Whether a chunk of `size` bytes lives in a small bin.
+#[inline(always)]
+pub(crate) const fn is_small(size: usize) -> bool {
+    size < MIN_LARGE
+}
+
+/// The small bin of a chunk of `size` bytes (`size < MIN_LARGE`).
+#[inline(always)]
+pub(crate) const fn small_index(size: usize) -> usize {
+    size >> SMALL_SHIFT
+}
+
+/// The chunk size held by small bin `i`.
+#[inline(always)]
+pub(crate) const fn small_size(i: usize) -> usize {
+    i << SMALL_SHIFT
+}
+
+/// The tree bin of a chunk of `size >= MIN_LARGE` bytes.
+#[inline(always)]
+pub(crate) const fn tree_index(size: usize) -> usize {
+    let x = size >> TREE_SHIFT;
+    if x == 0 {
+        0
+    } else if x > 0xFFFF {
+        NTREE - 1
+    } else {
+        let k = (BITS - 1 - x.leading_zeros()) as usize;
+        (k << 1) + ((size >> (k + TREE_SHIFT as usize - 1)) & 1)
+    }
+}
+
+/// How far to shift a size so that the first bit the trie of bin `i`
+/// branches on becomes the top bit of the word.
+#[inline(always)]
+pub(crate) const fn tree_shift(i: usize) -> u32 {
+    if i == NTREE - 1 {
+        0
+    } else {
+        BITS - 1 - ((i as u32 >> 1) + TREE_SHIFT - 2)
+    }
+}
+
+/// The smallest chunk size of tree bin `i`.
+#[cfg(test)]
+pub(crate) const fn tree_min_size(i: usize) -> usize {
+    (1 << ((i >> 1) + TREE_SHIFT as usize)) | ((i & 1) << ((i >> 1) + TREE_SHIFT as usize - 1))
+}
+
+/// The bits of a bin map strictly above the lowest set bit of `x`.
+#[inline(always)]
+pub(crate) const fn left_bits(x: u32) -> u32 {
+    (x << 1) | (x << 1).wrapping_neg()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_bins_are_exact_eight_byte_classes() {
+        for size in (0..MIN_LARGE).step_by(8) {
+            assert!(is_small(size));
+            assert_eq!(small_size(small_index(size)), size);
+        }
+        assert!(!is_small(MIN_LARGE));
+        assert_eq!(small_index(MIN_LARGE - 8), NSMALL - 1);
+    }
+
+    #[test]
+    fn tree_index_matches_the_bin_minimum_sizes() {
+        for i in 0..NTREE {
+            let lo = tree_min_size(i);
+            assert_eq!(tree_index(lo), i, "bin {i} minimum");
+            if i + 1 < NTREE {
+                let hi = tree_min_size(i + 1);
+                assert!(hi > lo);
+                assert_eq!(tree_index(hi - 8), i, "bin {i} maximum");
+            }
+        }
+        assert_eq!(tree_index(256), 0);
+        assert_eq!(tree_index(383), 0);
+        assert_eq!(tree_index(384), 1);
+        assert_eq!(tree_index(512), 2);
+        assert_eq!(tree_index(12 << 20), NTREE - 1);
+        assert_eq!(tree_index(1 << 30), NTREE - 1);
+    }
+
+    #[test]
+    fn tree_index_is_monotonic_in_size() {
+        let mut last = 0;
+        let mut size = MIN_LARGE;
+        while size < (64 << 20) {
+            let i = tree_index(size);
+            assert!(i >= last);
+            last = i;
+            size += size / 61 + 8;
+        }
+    }
+
+    #[test]
+    fn tree_shift_puts_the_first_free_size_bit_on_top() {
+        for i in 0..NTREE - 1 {
+            let lo = tree_min_size(i);
+            // All sizes of bin i share the bits above and including the
+            // bin-selecting bit; the first bit below them is the trie's top.
+            let k = (i >> 1) + TREE_SHIFT as usize;
+            let first_free_bit = k - 2;
+            let probe = lo | (1 << first_free_bit);
+            assert_eq!(tree_index(probe), i);
+            assert_eq!((probe << tree_shift(i)) >> (BITS - 1), 1, "bin {i}");
+            assert_eq!((lo << tree_shift(i)) >> (BITS - 1), 0, "bin {i}");
+        }
+    }
+
+    #[test]
+    fn left_bits_selects_strictly_higher_bins() {
+        assert_eq!(left_bits(1), !1);
+        assert_eq!(left_bits(1 << 4), !0x1F);
+        assert_eq!(left_bits(1 << 31), 0);
+    }
+}

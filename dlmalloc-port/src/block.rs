@@ -1,0 +1,268 @@
+//! Chunk encoding: one size word with two in-use bits, boundary tags on free
+//! chunks.
+//!
+//! ```text
+//!  chunk p                                       next chunk p + size
+//!  |                                             |
+//!  v                                             v
+//!  [prev_foot][size|F|C|P][ payload ........... ][prev_foot][size|..]
+//!   0          W           2W (8-aligned)
+//! ```
+//!
+//! `W` is the machine word (4 bytes on wasm32). A chunk's `prev_foot` word
+//! belongs to the previous chunk: it is that chunk's boundary tag (its size)
+//! while it is free and part of its payload while it is in use, so an in-use
+//! chunk costs one word. `size` counts from `p` to the next chunk and is a
+//! multiple of [`ALIGN`]; its low bits are [`PINUSE`] (the previous chunk is
+//! in use), [`CINUSE`] (this chunk is in use) and [`FENCE`] (a segment
+//! record, never a user chunk).
+//!
+//! A free chunk keeps its list links in its payload: `fd` and `bk` at `2W`
+//! and `3W`; a tree-binned free chunk also `child[0]`, `child[1]`, `parent`
+//! and its bin index at `4W..8W`.
+
+use core::ptr;
+
+/// The machine word: one size word or one link.
+pub(crate) const W: usize = size_of::<usize>();
+
+/// Chunk addresses, chunk sizes and payloads are multiples of this.
+pub(crate) const ALIGN: usize = 8;
+
+/// `ALIGN - 1`.
+pub(crate) const ALIGN_MASK: usize = ALIGN - 1;
+
+/// Head bit: the previous chunk is in use.
+pub(crate) const PINUSE: usize = 1;
+
+/// Head bit: this chunk is in use.
+pub(crate) const CINUSE: usize = 2;
+
+/// Head bit: this chunk is a segment record (always in use, never freed).
+pub(crate) const FENCE: usize = 4;
+
+/// All flag bits of a head word.
+pub(crate) const FLAGS: usize = PINUSE | CINUSE | FENCE;
+
+/// From the chunk address to its payload.
+pub(crate) const MEM_OFFSET: usize = 2 * W;
+
+/// Bytes of an in-use chunk that are not payload: its size word.
+pub(crate) const OVERHEAD: usize = W;
+
+/// The smallest chunk: `prev_foot`, head and the two list links.
+pub(crate) const MIN_CHUNK: usize = (4 * W + ALIGN_MASK) & !ALIGN_MASK;
+
+/// The smallest chunk that can hold the tree links.
+pub(crate) const MIN_TREE_CHUNK: usize = 8 * W;
+
+/// A segment record: `prev_foot`, head, then base, end and the next record.
+pub(crate) const REC_SIZE: usize = (5 * W + ALIGN_MASK) & !ALIGN_MASK;
+
+/// Bytes kept free at the end of the top segment so that a record fits
+/// there when a new segment starts (and the top's head always fits).
+pub(crate) const TOP_FOOT: usize = REC_SIZE;
+
+const HEAD: usize = W;
+const FD: usize = 2 * W;
+const BK: usize = 3 * W;
+const CHILD: usize = 4 * W;
+const PARENT: usize = 6 * W;
+const INDEX: usize = 7 * W;
+
+const _: () = assert!(W == 4 || W == 8);
+const _: () = assert!(size_of::<*mut u8>() == W && align_of::<usize>() <= ALIGN);
+const _: () = assert!(ALIGN.is_power_of_two() && ALIGN > FLAGS);
+const _: () = assert!(MEM_OFFSET.is_multiple_of(ALIGN));
+const _: () = assert!(MIN_CHUNK.is_multiple_of(ALIGN) && MIN_CHUNK >= 4 * W);
+const _: () = assert!(REC_SIZE.is_multiple_of(ALIGN) && REC_SIZE >= 5 * W);
+const _: () = assert!(TOP_FOOT >= MEM_OFFSET);
+const _: () = assert!(MIN_CHUNK.is_power_of_two());
+const _: () = assert!(MIN_TREE_CHUNK <= crate::bins::MIN_LARGE);
+
+/// The word at byte offset `off` of chunk `p`.
+///
+/// # Safety
+///
+/// `p + off` is an aligned word inside a segment (I1).
+#[inline(always)]
+unsafe fn word_at(p: *mut u8, off: usize) -> *mut usize {
+    // SAFETY: the caller's contract: the word lies in the same segment.
+    unsafe { p.byte_add(off).cast::<usize>() }
+}
+
+/// The link at byte offset `off` of chunk `p`.
+///
+/// # Safety
+///
+/// As for [`word_at`].
+#[inline(always)]
+unsafe fn link_at(p: *mut u8, off: usize) -> *mut *mut u8 {
+    // SAFETY: the caller's contract: the word lies in the same segment.
+    unsafe { p.byte_add(off).cast::<*mut u8>() }
+}
+
+macro_rules! word_field {
+    ($get:ident, $set:ident, $off:expr, $what:literal) => {
+        #[doc = concat!("Reads ", $what, " of chunk `p`.")]
+        ///
+        /// # Safety
+        ///
+        /// `p` is a chunk of a segment whose word lies in that segment (I1).
+        #[inline(always)]
+        pub(crate) unsafe fn $get(p: *mut u8) -> usize {
+            // SAFETY: the caller's contract (I1).
+            unsafe { word_at(p, $off).read() }
+        }
+
+        #[doc = concat!("Writes ", $what, " of chunk `p`.")]
+        ///
+        /// # Safety
+        ///
+        /// As for the reader; the heap owns the word.
+        #[inline(always)]
+        pub(crate) unsafe fn $set(p: *mut u8, v: usize) {
+            // SAFETY: the caller's contract (I1).
+            unsafe { word_at(p, $off).write(v) }
+        }
+    };
+}
+
+macro_rules! link_field {
+    ($get:ident, $set:ident, $off:expr, $what:literal) => {
+        #[doc = concat!("Reads ", $what, " of free chunk `p`.")]
+        ///
+        /// # Safety
+        ///
+        /// `p` is a free chunk large enough for the link (I4, I6).
+        #[inline(always)]
+        pub(crate) unsafe fn $get(p: *mut u8) -> *mut u8 {
+            // SAFETY: the caller's contract.
+            unsafe { link_at(p, $off).read() }
+        }
+
+        #[doc = concat!("Writes ", $what, " of free chunk `p`.")]
+        ///
+        /// # Safety
+        ///
+        /// As for the reader; the heap owns the chunk.
+        #[inline(always)]
+        pub(crate) unsafe fn $set(p: *mut u8, v: *mut u8) {
+            // SAFETY: the caller's contract.
+            unsafe { link_at(p, $off).write(v) }
+        }
+    };
+}
+
+word_field!(
+    prev_foot,
+    set_prev_foot,
+    0,
+    "the previous chunk's boundary tag"
+);
+word_field!(head, set_head, HEAD, "the head word");
+word_field!(tindex, set_tindex, INDEX, "the tree bin index");
+link_field!(fd, set_fd, FD, "the forward link");
+link_field!(bk, set_bk, BK, "the backward link");
+link_field!(parent, set_parent, PARENT, "the tree parent");
+
+/// Reads child `k` (0 or 1) of tree chunk `p`.
+///
+/// # Safety
+///
+/// `p` is a tree-binned free chunk (I6) and `k < 2`.
+#[inline(always)]
+pub(crate) unsafe fn child(p: *mut u8, k: usize) -> *mut u8 {
+    // SAFETY: the caller's contract (I6: tree chunks hold the links).
+    unsafe { link_at(p, CHILD + k * W).read() }
+}
+
+/// Writes child `k` (0 or 1) of tree chunk `p`.
+///
+/// # Safety
+///
+/// As for [`child`]; the heap owns the chunk.
+#[inline(always)]
+pub(crate) unsafe fn set_child(p: *mut u8, k: usize, v: *mut u8) {
+    // SAFETY: the caller's contract (I6).
+    unsafe { link_at(p, CHILD + k * W).write(v) }
+}
+
+/// The chunk `off` bytes after `p`.
+///
+/// # Safety
+///
+/// `p + off` lies in the same segment as `p` (I1).
+#[inline(always)]
+pub(crate) unsafe fn plus(p: *mut u8, off: usize) -> *mut u8 {
+    // SAFETY: the caller's contract (I1).
+    unsafe { p.byte_add(off) }
+}
+
+/// The chunk `off` bytes before `p`.
+///
+/// # Safety
+///
+/// `p - off` lies in the same segment as `p` (I1).
+#[inline(always)]
+pub(crate) unsafe fn minus(p: *mut u8, off: usize) -> *mut u8 {
+    // SAFETY: the caller's contract (I1).
+    unsafe { p.byte_sub(off) }
+}
+
+/// The size of the chunk whose head word is `h`.
+#[inline(always)]
+pub(crate) const fn size_of_head(h: usize) -> usize {
+    h & !FLAGS
+}
+
+/// The chunk size for a request of `n` bytes (`n <= MAX_REQUEST`, so this
+/// cannot overflow).
+#[inline(always)]
+pub(crate) const fn pad_request(n: usize) -> usize {
+    let s = (n + OVERHEAD + ALIGN_MASK) & !ALIGN_MASK;
+    if s < MIN_CHUNK { MIN_CHUNK } else { s }
+}
+
+/// The largest request served; anything above returns `None`. Leaves room
+/// for the alignment padding and the segment overheads without overflow.
+pub(crate) const MAX_REQUEST: usize = isize::MAX as usize - 4 * linmem_memory::MAX_ALIGN;
+
+/// A null link.
+#[inline(always)]
+pub(crate) const fn null() -> *mut u8 {
+    ptr::null_mut()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pad_request_rounds_up_to_align_with_one_word_overhead() {
+        assert_eq!(pad_request(0), MIN_CHUNK);
+        assert_eq!(pad_request(1), MIN_CHUNK);
+        assert_eq!(pad_request(MIN_CHUNK - W), MIN_CHUNK);
+        assert_eq!(pad_request(MIN_CHUNK - W + 1), MIN_CHUNK + ALIGN);
+        assert_eq!(pad_request(100), (100 + W + 7) & !7);
+        for n in 0..2000 {
+            let s = pad_request(n);
+            assert!(s.is_multiple_of(ALIGN) && s >= MIN_CHUNK);
+            assert!(s - OVERHEAD >= n, "payload too small for {n}");
+            assert!(s < pad_request(0) + n + ALIGN + OVERHEAD);
+        }
+    }
+
+    #[test]
+    fn pad_request_of_max_request_does_not_overflow() {
+        let s = pad_request(MAX_REQUEST);
+        assert!(s >= MAX_REQUEST && s.checked_add(2 * linmem_memory::MAX_ALIGN).is_some());
+    }
+
+    #[test]
+    fn head_flags_and_size_are_separable() {
+        let h = 1024 | PINUSE | CINUSE;
+        assert_eq!(size_of_head(h), 1024);
+        assert_eq!(size_of_head(h | FENCE), 1024);
+    }
+}

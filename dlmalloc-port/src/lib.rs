@@ -1,0 +1,160 @@
+//! A dlmalloc-design allocator for WebAssembly linear memory.
+//!
+//! # Algorithm
+//!
+//! This is Doug Lea's dlmalloc 2.8 design, written afresh for linear
+//! memory and generic over a [`MemorySource`](linmem_memory::MemorySource).
+//!
+//! - **Chunks** carry one size word with two in-use bits: `CINUSE` (this
+//!   chunk) and `PINUSE` (the previous chunk). A free chunk also writes its
+//!   size at its end (the boundary tag, in the next chunk's `prev_foot`), so
+//!   freeing merges with both neighbours in O(1). An in-use chunk costs one
+//!   word (4 bytes on wasm32); chunk sizes are multiples of 8.
+//! - **Small bins**: 32 exact-size lists, 8 bytes apart, for chunks under
+//!   256 bytes, with a `u32` map of the non-empty ones: a hit is a shift, a
+//!   mask and an unlink.
+//! - **Tree bins**: 32 bins for larger chunks (two per power of two), each
+//!   a bitwise trie keyed by size (children chosen by successive size
+//!   bits, equal sizes in a ring), with a second `u32` map. A search of
+//!   the trees takes the best fit: the smallest tree chunk at least as
+//!   large as the request.
+//! - **Designated victim** (dv): the remainder of the last split of a
+//!   binned chunk. A small request that no exact (or next-size) small bin
+//!   serves, and any large request it fits, is carved from dv first: no bin
+//!   work at all, and consecutive allocations stay together. Only when dv
+//!   is too small is the best fit taken from the bins, and its remainder
+//!   becomes the new dv (the old one is binned).
+//! - **Top**: the free end of the newest segment. It is extended by
+//!   `MemorySource::grow` (at least the shortfall; page sources round up to
+//!   64 KiB pages and the rest stays in the top). A region contiguous with
+//!   the top segment extends it (the segments merge). A region elsewhere
+//!   (someone else grew memory in between) starts a new segment: the old top
+//!   is binned and a fenced *record* chunk closes the old segment, so no
+//!   chunk ever coalesces across a segment end. (A region that touches an
+//!   older segment rather than the top one starts a segment of its own;
+//!   with memory that only grows upward that needs the heap-base tail to be
+//!   handed out late, so it is not worth the code.)
+//! - **Aligned allocation** (alignment above 8, any power of two): one
+//!   over-allocation of `size + align + MIN_CHUNK`, then the leading and
+//!   trailing parts are freed. No loop, no ballooning.
+//! - **realloc** resizes in place when shrinking (freeing the tail when it
+//!   can be a chunk), when the next chunk is free or dv and big enough, or
+//!   when the next chunk is the top; otherwise it allocates, copies, frees.
+//! - **alloc_zeroed** skips the clearing when the block was carved from top
+//!   space never handed out since the source zero-filled it (a watermark).
+//! - **Statistics** ([`stats`](linmem_memory::RawHeap::stats),
+//!   [`Heap::detailed_stats`]) are found by walking the segments, O(chunks),
+//!   so the hot paths maintain no counters.
+//! - **Misuse** is caught by O(1) checks on `dealloc` and `realloc`: a
+//!   pointer outside every segment or misaligned, a pointer into the top or
+//!   to a chunk not in use or whose successor's `PINUSE` says it is free
+//!   (double free), a record, a chunk running past its segment, or a layout
+//!   whose padded size does not give this chunk size or whose alignment the
+//!   pointer lacks.
+//!   The heap then *fails closed*: every later allocation returns `None`
+//!   and every free returns
+//!   [`HeapError::FailedClosed`](linmem_memory::HeapError::FailedClosed).
+//!   [`Heap::free`] is the host API that panics with the error's message
+//!   instead.
+//!
+//! ```
+//! use core::alloc::Layout;
+//! use linmem_dlmalloc::Heap;
+//! use linmem_memory::{RawHeap, SimMemory};
+//!
+//! let mut heap = Heap::new(SimMemory::new(0, 16));
+//! let layout = Layout::from_size_align(100, 8).unwrap();
+//! let p = heap.alloc(layout).unwrap();
+//! unsafe { heap.dealloc(p, layout).unwrap() };
+//! heap.verify().unwrap();
+//! ```
+//!
+//! As a wasm32 program's global allocator:
+//!
+//! ```ignore
+//! #[global_allocator]
+//! static A: linmem_dlmalloc::Global = linmem_dlmalloc::Global::new();
+//! ```
+//!
+//! # Layout
+//!
+//! ```text
+//!  chunk p                                         next chunk
+//!  v                                               v
+//!  [prev_foot][size|C|P][ payload ............... ][prev_foot][size|..]
+//!              ^ W       ^ 2W (8-aligned)          = payload tail while p is in use
+//!
+//!  free:  [..][size|P  ][fd][bk]([child0][child1][parent][index]) ... [size]
+//!                                 (tree chunks only, >= 256 B)         ^ boundary tag
+//!
+//!  segment: [chunk][chunk] ... [top ........][reserve]   (newest segment)
+//!           [chunk][chunk] ... [chunk][record|F|C]        (older segments)
+//!                                      base, end, next-older record
+//! ```
+//!
+//! # Invariants
+//!
+//! - **I1** The top segment is `[seg_base, seg_end)`; older segments are
+//!   linked from `older` through their records. Every segment is tiled
+//!   exactly by chunks at 8-aligned addresses from its base: the top segment
+//!   up to the top chunk, which is followed by `TOP_FOOT` reserved bytes
+//!   ending at `seg_end`; an older segment up to its record, a `FENCE|CINUSE`
+//!   chunk that ends exactly at the segment's end and holds its base, end and
+//!   the next older record. Segments are disjoint.
+//! - **I2** Every chunk size is a multiple of 8 and at least `MIN_CHUNK`
+//!   (records at least `REC_SIZE`); only records carry `FENCE`. A chunk's
+//!   `PINUSE` bit says whether its predecessor is in use (set on the first
+//!   chunk of a segment). A free chunk's size is repeated in its successor's
+//!   `prev_foot` (its boundary tag).
+//! - **I3** No two adjacent chunks are free (dv and the top count as free).
+//! - **I4** Every free chunk except dv and the top is in exactly one bin,
+//!   the one for its size: small bin `size / 8` below 256 bytes (a
+//!   null-terminated doubly linked list: the head's `bk` is null and
+//!   `x.fd.bk == x`), tree bin `tree_index(size)` above. Bins hold only free
+//!   chunks of the segments.
+//! - **I5** Bit `i` of the small (tree) map is set iff small (tree) bin `i`
+//!   is non-empty.
+//! - **I6** Tree bin `i` is a bitwise trie: its chunks have
+//!   `tree_index(size) == i` and store `i`; the root's parent is null and
+//!   each child's parent is its node; a node reached from the root by the
+//!   directions `b0, b1, ..` has those bits at the top of
+//!   `size << tree_shift(i)`; equal sizes share one node, the others hang in
+//!   its ring (circular, `x.fd.bk == x`) with a null parent.
+//! - **I7** Either `dvsize == 0` and dv is null, or dv is a free chunk of
+//!   exactly `dvsize` bytes in no bin.
+//! - **I8** The top lies in the top segment, its head is `topsize|PINUSE`
+//!   and `top + topsize + TOP_FOOT == seg_end`; it is in no bin. Before the
+//!   first grow the heap has no segment, no top and no bins.
+//! - **I9** `footprint == overhead + in_use + free`, where `in_use` is the
+//!   bytes of in-use chunks (records excluded) and `free` the bytes of
+//!   binned chunks, dv and the top; `overhead` covers at least the records
+//!   and the top reserve; `peak >= footprint`. (The statistics are found by
+//!   a walk, so no counter costs the hot paths anything.)
+//! - **I10** Every byte of the top segment at or above
+//!   `max(fresh, top + 2W)` is zero (never handed out since the source
+//!   zero-filled it), and every free chunk other than the top that lies in
+//!   the top segment ends below `fresh`.
+//! - **I11** Once a misuse is detected the heap is failed closed for good:
+//!   allocation returns `None`, freeing returns `FailedClosed`.
+//!
+//! [`RawHeap::verify`](linmem_memory::RawHeap::verify) walks every segment
+//! chunk by chunk and every bin, and checks I1..I10; on a failed-closed
+//! heap it reports I11.
+#![no_std]
+
+mod bins;
+mod block;
+mod heap;
+mod verify;
+
+pub use heap::{DetailedStats, Heap};
+
+linmem_memory::global_allocator_type!(
+    Heap<linmem_memory::WasmMemory>,
+    // SAFETY: `Global` is the module's global allocator, the only one that
+    // may claim the memory above `__heap_base` (`with_heap_base`'s contract).
+    Heap::new(unsafe { linmem_memory::WasmMemory::with_heap_base() })
+);
+
+#[cfg(test)]
+mod tests;
