@@ -11,7 +11,7 @@ use crate::program::{self, Op, Outcome, check_heap, free_all, generate, step};
 use crate::{Failure, Subject, TestMemory, scale};
 
 /// The heap-page budget of most cases (32 MiB).
-const PAGES: usize = 512;
+const PAGES: usize = scale(512, 48);
 
 fn layout(size: usize, align: usize) -> Result<Layout, Failure> {
     Layout::from_size_align(size, align).map_err(|_| Failure::new("bad layout"))

@@ -38,7 +38,7 @@ pub type Mem = linmem_memory::SimMemory;
 pub type Mem = WasmTestMemory;
 
 /// Pages a case may grow by as a "foreign party", on top of the heap's.
-pub const FOREIGN_PAGES_BUDGET: usize = 256;
+pub const FOREIGN_PAGES_BUDGET: usize = scale(256, 16);
 
 /// What an allocator does, so the suite skips only what does not apply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

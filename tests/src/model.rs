@@ -96,14 +96,15 @@ impl Model {
                 layout.size(),
                 crate::scale(usize::MAX, self.full_check_limit),
             ) {
-                let bytes = window(ptr, &r);
-                if let Some(i) = bytes.iter().position(|&b| b != 0) {
-                    return Err(Failure::new(format!(
-                        "zeroed block {addr:#x} (size {}) has byte {} = {:#x}",
-                        layout.size(),
-                        r.start + i,
-                        bytes[i]
-                    )));
+                for i in r {
+                    // SAFETY: the heap returned `ptr` for `layout`.
+                    let b = unsafe { byte(ptr, i).read() };
+                    if b != 0 {
+                        return Err(Failure::new(format!(
+                            "zeroed block {addr:#x} (size {}) has byte {i} = {b:#x}",
+                            layout.size()
+                        )));
+                    }
                 }
             }
         }
@@ -202,19 +203,19 @@ fn windows(len: usize, limit: usize) -> [std::ops::Range<usize>; 2] {
     }
 }
 
-/// The bytes `r` of the block at `ptr` (only those: a slice over a whole
-/// large block is slow under Miri's borrow tracking).
-fn window(ptr: NonNull<u8>, r: &std::ops::Range<usize>) -> &'static mut [u8] {
-    // SAFETY: callers pass a range inside a live block, and use the slice
-    // before the block can be freed.
-    unsafe { std::slice::from_raw_parts_mut(ptr.as_ptr().add(r.start), r.len()) }
+/// Byte `i` of the block at `ptr`. Raw reads and writes, not slices: a
+/// reference retags every byte it covers, which makes Miri's borrow
+/// tracking grow without bound over a long program.
+fn byte(ptr: NonNull<u8>, i: usize) -> *mut u8 {
+    ptr.as_ptr().wrapping_add(i)
 }
 
 /// Writes the pattern for `seed` into a `len`-byte block at `ptr`.
 pub fn fill(ptr: NonNull<u8>, len: usize, seed: u8, limit: usize) {
     for r in windows(len, limit) {
-        for (b, i) in window(ptr, &r).iter_mut().zip(r.clone()) {
-            *b = pattern(seed, i);
+        for i in r {
+            // SAFETY: callers pass a live block of at least `len` bytes.
+            unsafe { byte(ptr, i).write(pattern(seed, i)) };
         }
     }
 }
@@ -229,8 +230,9 @@ pub fn check_pattern(
     limit: usize,
 ) -> Result<(), Failure> {
     for r in windows(len, limit) {
-        let r = r.start.min(upto)..r.end.min(upto);
-        for (&b, i) in window(ptr, &r).iter().zip(r.clone()) {
+        for i in r.start.min(upto)..r.end.min(upto) {
+            // SAFETY: callers pass a live block of at least `upto` bytes.
+            let b = unsafe { byte(ptr, i).read() };
             if b != pattern(seed, i) {
                 return Err(Failure::new(format!(
                     "block {:#x} (size {len}) lost its contents at byte {i}",
