@@ -132,14 +132,15 @@ fn release_tail_shrinks_only_at_the_end_and_rezeroes() {
 
 #[test]
 fn a_fixed_region_is_handed_out_once_and_zeroed() {
-    let buf: &'static mut [u8] = Box::leak(vec![0xCDu8; 4096].into_boxed_slice());
-    let mut src = FixedRegion::new(buf);
-    assert!(
-        src.grow(8192).is_none(),
-        "too small a region is not handed out"
-    );
+    let mut buf = vec![0xCDu8; 4096];
+    let start = NonNull::new(buf.as_mut_ptr()).unwrap();
+    // SAFETY: `buf` outlives `src` and is not touched while `src` lives.
+    let mut src = unsafe { FixedRegion::from_raw(start, buf.len()) };
+    assert!(src.grow(8192).is_none(), "too small a region is not handed out");
     let r = src.grow(100).unwrap();
     assert_eq!(r.len, 4096);
     assert!(bytes(r).iter().all(|&b| b == 0));
     assert!(src.grow(1).is_none());
+    drop(src);
+    drop(buf);
 }
