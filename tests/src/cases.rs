@@ -7,7 +7,7 @@ use std::ptr::NonNull;
 use linmem_memory::{Locked, PAGE_SIZE, RawHeap, Unsync};
 
 use crate::model::Model;
-use crate::program::{self, Op, Outcome, check_heap, free_all, generate, step};
+use crate::program::{self, Op, Outcome, check_heap, free_all, free_nth, generate, step};
 use crate::{Failure, Subject, TestMemory, scale};
 
 /// The heap-page budget of most cases (32 MiB).
@@ -65,12 +65,8 @@ pub fn sizes_from_1_byte_to_8_mib_are_served<H: RawHeap, M: TestMemory>(
             .map_err(|e| e.context(&format!("size {size}")))?;
         // Free every other block so that freed space is reused too.
         if i % 2 == 1 {
-            let b = model
-                .nth(model.len() / 2)
-                .ok_or_else(|| Failure::new("model empty"))?;
-            model.remove(b.ptr);
-            // SAFETY: `b` is live with this layout.
-            unsafe { heap.dealloc(b.ptr, b.layout) }.map_err(|e| Failure::new(e.to_string()))?;
+            let half = model.len() / 2;
+            free_nth(&mut heap, &mut model, half)?;
         }
         model.check_all()?;
     }
@@ -278,10 +274,7 @@ pub fn foreign_growth_between_operations_is_tolerated<H: RawHeap, M: TestMemory>
             return Err(Failure::new("foreign grow failed"));
         }
         if i % 3 == 2 {
-            let b = model.nth(i).ok_or_else(|| Failure::new("model empty"))?;
-            model.remove(b.ptr);
-            // SAFETY: `b` is live with this layout.
-            unsafe { heap.dealloc(b.ptr, b.layout) }.map_err(|e| Failure::new(e.to_string()))?;
+            free_nth(&mut heap, &mut model, i)?;
         }
         model.check_all()?;
         check_heap(&heap, &s.caps, &model)?;
@@ -304,12 +297,7 @@ pub fn bounded_live_set_does_not_grow_memory_without_bound<H: RawHeap, M: TestMe
     let mut after_warmup = 0;
     for i in 0..rounds {
         if model.len() >= 64 || (!model.is_empty() && rng.below(2) == 0) {
-            let b = model
-                .nth(rng.below(1 << 16))
-                .ok_or_else(|| Failure::new("model empty"))?;
-            model.remove(b.ptr);
-            // SAFETY: `b` is live with this layout.
-            unsafe { heap.dealloc(b.ptr, b.layout) }.map_err(|e| Failure::new(e.to_string()))?;
+            free_nth(&mut heap, &mut model, rng.below(1 << 16))?;
         } else {
             let size = 1 + rng.below(scale(8192, 1024));
             alloc_into(&mut heap, &mut model, layout(size, 1 << rng.below(4))?)?;

@@ -121,14 +121,7 @@ pub fn step<H: RawHeap, K: Knobs>(
                 None => return Err(Failure::new("allocation failed though memory could grow")),
             }
         }
-        Op::Dealloc { pick } => {
-            if let Some(b) = model.nth(pick) {
-                model.remove(b.ptr);
-                // SAFETY: `b` is live with this layout (the model says so).
-                unsafe { heap.dealloc(b.ptr, b.layout) }
-                    .map_err(|e| Failure::new(format!("dealloc of a live block refused: {e}")))?;
-            }
-        }
+        Op::Dealloc { pick } => free_nth(heap, model, pick)?,
         Op::Realloc { pick, new_size } => {
             if let Some(b) = model.nth(pick) {
                 // SAFETY: `b` is live with this layout (the model says so).
@@ -147,13 +140,22 @@ pub fn step<H: RawHeap, K: Knobs>(
     Ok(())
 }
 
-/// Frees every live block of the model.
-pub fn free_all<H: RawHeap>(heap: &mut H, model: &mut Model) -> Result<(), Failure> {
-    while let Some(b) = model.nth(0) {
+/// Frees the `pick`-th live block of the model (modulo the live count), if
+/// any is live.
+pub fn free_nth<H: RawHeap>(heap: &mut H, model: &mut Model, pick: usize) -> Result<(), Failure> {
+    if let Some(b) = model.nth(pick) {
         model.remove(b.ptr);
         // SAFETY: `b` is live with this layout (the model says so).
         unsafe { heap.dealloc(b.ptr, b.layout) }
             .map_err(|e| Failure::new(format!("dealloc of a live block refused: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Frees every live block of the model.
+pub fn free_all<H: RawHeap>(heap: &mut H, model: &mut Model) -> Result<(), Failure> {
+    while !model.is_empty() {
+        free_nth(heap, model, 0)?;
     }
     Ok(())
 }
