@@ -124,12 +124,12 @@ pub const fn scale(full: usize, miri: usize) -> usize {
     if cfg!(miri) { miri } else { full }
 }
 
-/// Property cases per run: `PROPTEST_CASES` if set, else 64 (4 under Miri).
+/// Property cases per run: `PROPTEST_CASES` if set, else 64 (3 under Miri).
 pub fn proptest_cases() -> u32 {
     std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(scale(64, 4) as u32)
+        .unwrap_or(scale(64, 3) as u32)
 }
 
 /// Runs one case and panics with its failure (what a test does).
