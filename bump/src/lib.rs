@@ -46,7 +46,7 @@
 //! # Invariants
 //!
 //! - **I1** Every chunk header lies at the start of memory obtained from the
-//!   source, aligned for [`Chunk`](chunk::Chunk), and its `end` is the end of
+//!   source, aligned for its header type, and its `end` is the end of
 //!   that memory; chunks are linked from `first` in the order obtained.
 //! - **I2** `cur` is a chunk of the list, and `data(cur) <= ptr <= end <=
 //!   cur.end`, where `end` is the chunk end capped by the allocation limit.

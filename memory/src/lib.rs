@@ -1,7 +1,7 @@
 //! The ground every linmem allocator stands on.
 //!
 //! - [`MemorySource`]: a model of WebAssembly's `memory.grow`. Implemented by
-//!   [`WasmMemory`] (wasm32: the real instruction), [`SimMemory`] (host, feature
+//!   `WasmMemory` (wasm32 only: the real instruction), `SimMemory` (feature
 //!   `sim`: a simulated linear memory with fault-injection knobs) and
 //!   [`FixedRegion`] (a region that never grows).
 //! - [`RawHeap`]: the `&mut self` operations every allocator offers. The
@@ -19,7 +19,7 @@
 //!   reads and writes of `len` bytes, zero-filled, disjoint from every other
 //!   region the same source returned, and stays valid until the source is
 //!   dropped (or, for [`MemorySource::release_tail`], until handed back).
-//! - **M2** [`SimMemory`] owns one allocation of `max_pages * PAGE_SIZE`
+//! - **M2** `SimMemory` owns one allocation of `max_pages * PAGE_SIZE`
 //!   bytes aligned to [`PAGE_SIZE`]; every pointer it hands out is derived
 //!   from that allocation's base and lies below `pages * PAGE_SIZE`.
 //! - **M3** A heap inside [`Unsync`] is only reached through `&self` methods
