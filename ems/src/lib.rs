@@ -1,0 +1,145 @@
+//! A port of WAMR's ems heap (`core/shared/mem-alloc/ems`) for WebAssembly
+//! linear memory: a runtime's app heap that is pool-relative, relocatable
+//! and fails closed.
+//!
+//! # Algorithm
+//!
+//! The heap manages one pool: a run of bytes addressed by `u32` offsets from
+//! the pool base. Blocks tile the pool; each starts with a 4-byte header
+//! (WAMR's HMU) holding usage bits, a previous-in-use bit and the size.
+//! Free blocks also keep their size in their last word (a footer), so a
+//! freed block merges with both neighbours in O(1).
+//!
+//! Free blocks below 256 bytes wait in 32 exact-size, doubly linked lists
+//! (8-byte steps) with a bitmap of the non-empty ones: a small request takes
+//! the head of the smallest non-empty list that fits. Larger free blocks sit
+//! in a size-ordered AVL tree (WAMR's tree is unbalanced; ours stays
+//! balanced, so every operation is logarithmic even when blocks are freed in
+//! increasing size order); blocks of equal size are chained behind their
+//! tree node, so they come and go without rebalancing. Allocation is best
+//! fit; the rest of a split block goes back as a free block. When the best
+//! fit is a tree node without equal-size companions and its rest stays above
+//! every smaller size in the tree, the block is allocated from its end and
+//! the node just shrinks in place, with no tree update at all. The free
+//! block at the end of the pool (the *top*, as in dlmalloc) stays out of the
+//! lists and the tree: it serves only requests nothing else fits, is split
+//! at its start, and absorbs growth.
+//!
+//! Every link, in the bookkeeping and in the pool, is an offset from the
+//! pool base, never an address, so after the runtime moves linear memory
+//! [`Heap::migrate`] / [`EmsPool::migrate`] is O(1): only the base changes
+//! (WAMR walks and rewrites the whole heap).
+//!
+//! Aligned allocation (any power of two up to 64 KiB and beyond, as long as
+//! it fits the pool) over-allocates and splits off a free leading block; the
+//! result is an ordinary block, so `free` and `realloc` treat it like any
+//! other. Realloc keeps an aligned block's position when it shrinks or grows
+//! into a free next block, and otherwise moves it to a block with the same
+//! alignment: realloc of aligned blocks is supported, not refused as in WAMR.
+//!
+//! Every `free`, `realloc` and `usable_size` first checks, in O(1), that the
+//! pointer is inside the pool and 8-aligned, that its header is sane and in
+//! use, and that the neighbours agree (the next block's previous-in-use bit
+//! is set; a free neighbour's footer matches its header). Every link read
+//! from the pool is checked to name a block of the pool, and every walk is
+//! bounded. Any failed check sets a sticky corrupted flag: from then on every
+//! operation fails ([`is_corrupted`](Heap::is_corrupted)).
+//!
+//! # Front ends
+//!
+//! - [`Heap`]: bookkeeping outside the pool (WAMR's
+//!   `gc_init_with_struct_and_pool`), over a [`MemorySource`](linmem_memory::MemorySource)
+//!   ([`Heap::new`], lazy, grows; this is [`RawHeap`](linmem_memory::RawHeap)
+//!   and the global allocator) or over a caller's buffer ([`Heap::with_pool`]).
+//! - [`EmsPool`]: bookkeeping at the start of the pool (WAMR's
+//!   `gc_init_with_pool`).
+//! - [`guest::GuestHeap`]: the host-side runtime API, a heap inside a guest's
+//!   linear memory managed by guest addresses through a byte slice, in safe
+//!   Rust.
+//!
+//! Growth: a pool can be extended at its end ([`Heap::extend`],
+//! [`EmsPool::extend`], [`guest::GuestHeap::extend`]); the new space merges
+//! with a free tail block. [`Heap`] over a memory source extends its pool
+//! when the source grows contiguously; when another party grew memory in
+//! between, the foreign bytes become one *gap block* (marked in use, never
+//! touched inside) and the new region joins the same pool, so one pool and
+//! one offset space serve all growth (I9). Growth below the pool base or
+//! beyond 4 GiB of offsets cannot be used: the allocation returns `None`.
+//!
+//! # Block layout
+//!
+//! ```text
+//! header (HMU), 4 bytes:  | size/8 (bits 31..3) | P (bit 2) | use (bits 1..0) |
+//!                          use: 0 free, 1 used, 2 gap, 3 reserved
+//!                          P: the previous block is not free
+//!
+//! live block:   | hdr | payload (8-aligned) ..................... |
+//! free block:   | hdr | links (list or tree) | ...... | size      |
+//!                 +0    +4                             size-4
+//!
+//! pool: | [bookkeeping] | pad | blk @4 mod 8 | blk | ... | sentinel hdr |
+//!       0                     first                     end-4          end
+//! ```
+//!
+//! # Invariants
+//!
+//! - **I1** Pool geometry: `first % 8 == 4`, `end % 8 == 0`, at least one
+//!   block fits; the word at `end - 4` is the end sentinel (used, size 0).
+//!   Payload offsets are multiples of 8, and the pool base is 8-aligned.
+//! - **I2** Blocks tile `[first, end - 4)`: walking by header sizes from
+//!   `first` lands exactly on the sentinel; every size is a multiple of 8,
+//!   at least 16; the usage bits are never 3.
+//! - **I3** A header's previous-in-use bit is set exactly when the block
+//!   before it is not free (the first block's bit is set).
+//! - **I4** No two free blocks are adjacent (coalescing is complete).
+//! - **I5** A free block's last word equals its size.
+//! - **I6** The free block that ends at the sentinel, if any, is the *top*
+//!   (`Core::top`) and in no other structure; every other free block below
+//!   256 bytes is in the list of its exact size, doubly linked with
+//!   consistent back links; a list's bitmap bit is set exactly when the list
+//!   is non-empty; every free block is in exactly one free structure.
+//! - **I7** Every other free block of 256 bytes or more is a node of the
+//!   size tree or chained behind the node of its size; the tree is ordered by size
+//!   with distinct node sizes, every node's stored height is right and its
+//!   subtrees differ in height by at most one (AVL), so its height is below
+//!   `1.45 * log2(n) + 2`.
+//! - **I8** The counters (bytes and blocks in use and free) agree with the
+//!   blocks; the high-water mark is at least the bytes in use.
+//! - **I9** A gap block covers memory between two regions that is not the
+//!   heap's: it is never freed, merged, or read or written inside.
+//! - **I10** Every access to pool memory goes through an accessor that
+//!   refuses offsets outside its window; for the pointer front ends the
+//!   window `[base + lo, base + limit)` is valid memory owned by the heap
+//!   (the pool, gap interiors being linear memory of the same module), and
+//!   for [`EmsPool`] it excludes the in-pool bookkeeping.
+//! - **I11** Once any check fails, the corrupted flag stays set and no
+//!   operation touches the pool again.
+//!
+//! `verify()` checks I1–I9 and I11 by a full walk; I10 is enforced by every
+//! access.
+#![no_std]
+
+#[cfg(test)]
+extern crate std;
+
+mod bins;
+mod block;
+pub mod guest;
+mod heap;
+mod verify;
+
+pub use heap::{EmsPool, Heap, PoolError};
+pub use verify::{EmsStats, HIST_BUCKETS};
+
+#[cfg(target_arch = "wasm32")]
+use linmem_memory::WasmMemory;
+
+linmem_memory::global_allocator_type!(
+    Heap<WasmMemory>,
+    // SAFETY: `Global` is meant to be the module's one global allocator, so
+    // this is the only user of the memory above `__heap_base`.
+    Heap::new(unsafe { WasmMemory::with_heap_base() })
+);
+
+#[cfg(test)]
+mod tests;
