@@ -248,25 +248,38 @@ fn wasm_app(root: &Path, tally: &mut Tally) -> bool {
 }
 
 fn miri(root: &Path, tally: &mut Tally) -> bool {
-    let has_miri =
-        output_of(Command::new("rustup").args(["+nightly", "component", "list", "--installed"]))
-            .is_some_and(|o| o.lines().any(|l| l.starts_with("miri")));
+    let has_miri = output_of(Command::new("rustup").args([
+        "component",
+        "list",
+        "--installed",
+        "--toolchain",
+        "nightly",
+    ]))
+    .is_some_and(|o| o.lines().any(|l| l.starts_with("miri")));
     if !has_miri
         && !run(
             "install miri",
-            Command::new("rustup").args(["+nightly", "component", "add", "miri", "rust-src"]),
+            Command::new("rustup").args([
+                "component",
+                "add",
+                "miri",
+                "rust-src",
+                "--toolchain",
+                "nightly",
+            ]),
             tally,
         )
     {
         return false;
     }
-    let mut cmd = cargo();
+    // `cargo +nightly` needs the rustup proxy, while `$CARGO` is the
+    // toolchain's own cargo: go through rustup.
+    let mut cmd = Command::new("rustup");
     cmd.current_dir(root)
-        .args(["+nightly", "miri", "test", "--workspace"]);
+        .args(["run", "nightly", "cargo", "miri", "test", "--workspace"]);
     for c in NOT_UNDER_MIRI {
         cmd.args(["--exclude", c]);
     }
-    cmd.env("PROPTEST_CASES", "4");
     if env::var_os("MIRIFLAGS").is_none() {
         cmd.env("MIRIFLAGS", "-Zmiri-strict-provenance");
     }
