@@ -261,26 +261,42 @@ impl Core {
         Ok(Some((b, size)))
     }
 
-    /// Makes the detached free block `b` of `size` a live block of `need`
-    /// bytes, filing a remainder of at least [`MIN_BLOCK`] as free.
+    /// Writes the `size`-byte run at `b` as a live block of `need` bytes:
+    /// a remainder of at least [`MIN_BLOCK`] is filed as a free block, a
+    /// smaller one stays in the live block (and the next block learns its
+    /// predecessor is in use). Returns the live block's size.
     #[inline(always)]
-    fn carve<M: MemMut>(&mut self, m: &mut M, b: u32, size: u32, need: u32) -> R<()> {
-        let prev_used = Hmu(m.rd(b)?).prev_used();
+    fn split_used<M: MemMut>(
+        &mut self,
+        m: &mut M,
+        b: u32,
+        size: u32,
+        need: u32,
+        prev_used: bool,
+    ) -> R<u32> {
         let rest = size - need;
-        let taken = if rest >= MIN_BLOCK {
+        if rest >= MIN_BLOCK {
             m.wr(b, Hmu::new(USED, need, prev_used).0)?;
             let r = b + need;
             m.wr(r, Hmu::new(FREE, rest, true).0)?;
             m.wr(r + rest - HDR, rest)?;
             self.insert_free(m, r, rest)?;
-            need
+            Ok(need)
         } else {
             m.wr(b, Hmu::new(USED, size, prev_used).0)?;
-            let nx = b + size;
-            let nh = Hmu(m.rd(nx)?);
-            m.wr(nx, nh.with_prev(true).0)?;
-            size
-        };
+            let next = b + size;
+            let nh = Hmu(m.rd(next)?);
+            m.wr(next, nh.with_prev(true).0)?;
+            Ok(size)
+        }
+    }
+
+    /// Makes the detached free block `b` of `size` a live block of `need`
+    /// bytes, filing a remainder of at least [`MIN_BLOCK`] as free.
+    #[inline(always)]
+    fn carve<M: MemMut>(&mut self, m: &mut M, b: u32, size: u32, need: u32) -> R<()> {
+        let prev_used = Hmu(m.rd(b)?).prev_used();
+        let taken = self.split_used(m, b, size, need, prev_used)?;
         self.used_bytes = self.used_bytes.wrapping_add(taken);
         self.used_blocks = self.used_blocks.wrapping_add(1);
         self.high_water = self.high_water.max(self.used_bytes);
@@ -531,21 +547,7 @@ impl Core {
             return Ok(false);
         }
         self.remove_free(m, next, ns)?;
-        let rest = total - need;
-        let taken = if rest >= MIN_BLOCK {
-            m.wr(b, Hmu::new(USED, need, pbit).0)?;
-            let r = b + need;
-            m.wr(r, Hmu::new(FREE, rest, true).0)?;
-            m.wr(r + rest - HDR, rest)?;
-            self.insert_free(m, r, rest)?;
-            need
-        } else {
-            m.wr(b, Hmu::new(USED, total, pbit).0)?;
-            let after = b + total;
-            let ah = Hmu(m.rd(after)?);
-            m.wr(after, ah.with_prev(true).0)?;
-            total
-        };
+        let taken = self.split_used(m, b, total, need, pbit)?;
         self.used_bytes = self.used_bytes.wrapping_add(taken - size);
         self.high_water = self.high_water.max(self.used_bytes);
         Ok(true)
