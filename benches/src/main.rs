@@ -172,7 +172,8 @@ fn run(opts: &Opts) -> Result<(), String> {
     results.check_checksums();
 
     step("results");
-    let tables = results.render_tables();
+    let shown = results.without_variants();
+    let tables = shown.render_tables() + &results.render_variants();
     println!(
         "\n{}  {}  {}{}\n",
         results.meta.date,
@@ -181,7 +182,7 @@ fn run(opts: &Opts) -> Result<(), String> {
         if opts.quick { "  (quick)" } else { "" }
     );
     println!("{tables}");
-    write_outputs(&dirs.out, &results, &tables)?;
+    write_outputs(&dirs.out, &results, &shown, &tables)?;
     for (w, wl) in workloads.iter().enumerate() {
         for (a, al) in results.allocators.iter().enumerate() {
             let c = &results.cells[w][a];
@@ -857,15 +858,17 @@ fn measure(
     )
 }
 
-fn write_outputs(out: &Path, r: &Results, tables: &str) -> Result<(), String> {
+/// Writes the table, CSV and JSON of `all` (every build, variants too) and
+/// the charts of `shown` (the default builds).
+fn write_outputs(out: &Path, all: &Results, r: &Results, tables: &str) -> Result<(), String> {
     let w = |name: &str, text: &str| {
         std::fs::write(out.join(name), text).map_err(|e| format!("{name}: {e}"))
     };
     let header = format!("{}  {}  {}\n\n", r.meta.date, r.meta.machine, r.meta.engine);
     w("table.txt", &(header + tables))?;
-    w("results.csv", &r.csv())?;
-    w("allocators.csv", &r.csv_allocators())?;
-    w("results.json", &r.json())?;
+    w("results.csv", &all.csv())?;
+    w("allocators.csv", &all.csv_allocators())?;
+    w("results.json", &all.json())?;
     let timed: Vec<usize> = (0..r.workloads.len())
         .filter(|&i| !r.workloads[i].is_heap_eff() && r.workloads[i].name != "empty")
         .collect();

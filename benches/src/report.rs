@@ -180,6 +180,95 @@ impl Results {
         geomean(&r)
     }
 
+    /// The allocator `a` is a build option of (`dlmalloc-port-hardened` of
+    /// `dlmalloc-port`): the linmem allocator with the longest name that
+    /// prefixes `a`'s followed by `-`. Variants get their own table.
+    pub fn variant_of(&self, a: usize) -> Option<usize> {
+        let name = &self.allocators[a].name;
+        (0..self.allocators.len())
+            .filter(|&b| b != a && self.allocators[b].linmem && self.allocators[a].linmem)
+            .filter(|&b| {
+                name.strip_prefix(self.allocators[b].name.as_str())
+                    .is_some_and(|rest| rest.starts_with('-'))
+            })
+            .max_by_key(|&b| self.allocators[b].name.len())
+    }
+
+    /// The same results without the variant columns: what the main tables
+    /// and charts show.
+    pub fn without_variants(&self) -> Results {
+        let keep: Vec<usize> = (0..self.allocators.len())
+            .filter(|&a| self.variant_of(a).is_none())
+            .collect();
+        Results {
+            meta: self.meta.clone(),
+            allocators: keep.iter().map(|&a| self.allocators[a].clone()).collect(),
+            workloads: self.workloads.clone(),
+            ops: self.ops.clone(),
+            cells: self
+                .cells
+                .iter()
+                .map(|row| keep.iter().map(|&a| row[a].clone()).collect())
+                .collect(),
+        }
+    }
+
+    /// The cost of each build option (variant) against its allocator's
+    /// default build, from fuel (deterministic) and code size; empty when
+    /// the run has no variants.
+    pub fn render_variants(&self) -> String {
+        let pairs: Vec<(usize, usize)> = (0..self.allocators.len())
+            .filter_map(|a| Some((a, self.variant_of(a)?)))
+            .collect();
+        if pairs.is_empty() {
+            return String::new();
+        }
+        let timed: Vec<usize> = self
+            .timed()
+            .filter(|&w| self.workloads[w].name != "empty")
+            .collect();
+        let fuel_ratio = |w: usize, a: usize, b: usize| -> Option<f64> {
+            let (ca, cb) = (&self.cells[w][a], &self.cells[w][b]);
+            if !ca.checksum_ok || !cb.checksum_ok {
+                return None;
+            }
+            let (fa, fb) = (ca.fuel? as f64, cb.fuel? as f64);
+            (fb > 0.0).then(|| fa / fb)
+        };
+        let mut head = vec!["option (fuel × default)".to_string()];
+        head.extend(timed.iter().map(|&w| self.workloads[w].name.to_string()));
+        head.extend(["geomean".into(), "code size (B)".into()]);
+        let mut rows = vec![head];
+        for (a, b) in pairs {
+            let mut row = vec![format!(
+                "{} vs {}",
+                self.allocators[a].name, self.allocators[b].name
+            )];
+            let ratios: Vec<Option<f64>> = timed.iter().map(|&w| fuel_ratio(w, a, b)).collect();
+            row.extend(
+                ratios
+                    .iter()
+                    .map(|r| r.map_or("-".into(), |r| format!("{r:.2}×"))),
+            );
+            let all: Option<Vec<f64>> = ratios.into_iter().collect();
+            row.push(
+                all.and_then(|v| geomean(&v))
+                    .map_or("-".into(), |g| format!("{g:.2}×")),
+            );
+            row.push(
+                match (self.allocators[a].size_bytes, self.allocators[b].size_bytes) {
+                    (Some(x), Some(y)) => format!("{x} ({:+})", x as i64 - y as i64),
+                    _ => "-".into(),
+                },
+            );
+            rows.push(row);
+        }
+        format!(
+            "\nBuild options: executed instructions (fuel) relative to the same allocator's default build, and code size (difference):\n{}",
+            table(&rows)
+        )
+    }
+
     /// Code size of the allocator over the empty baseline.
     pub fn size_share(&self, a: usize) -> Option<i64> {
         Some(self.allocators[a].size_bytes? as i64 - self.meta.baseline_size? as i64)
@@ -661,6 +750,42 @@ mod tests {
         };
         r.check_checksums();
         r
+    }
+
+    #[test]
+    fn variants_leave_the_main_tables_and_get_their_own() {
+        let mut r = sample();
+        let linmem = |name: &str, size| AllocInfo {
+            name: name.into(),
+            linmem: true,
+            size_bytes: Some(size),
+            heap_base: Some(0),
+            initial_pages: Some(10),
+        };
+        r.allocators.push(linmem("dlmalloc-port", 900));
+        r.allocators.push(linmem("dlmalloc-port-hardened", 1000));
+        let fuel = |f: u64| Cell {
+            fuel: Some(f),
+            checksums: vec![5; 3],
+            checksum_ok: true,
+            ..Cell::default()
+        };
+        r.cells[0].push(fuel(100));
+        r.cells[0].push(fuel(125));
+        r.cells[1].push(Cell::default());
+        r.cells[1].push(Cell::default());
+        // Not a variant of the (non-linmem) dlmalloc crate, though prefixed.
+        assert_eq!(r.variant_of(2), None);
+        assert_eq!(r.variant_of(3), Some(2));
+        let shown = r.without_variants();
+        let names: Vec<&str> = shown.allocators.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["dlmalloc", "talc", "dlmalloc-port"]);
+        assert!(shown.cells.iter().all(|row| row.len() == 3));
+        let v = r.render_variants();
+        assert!(v.contains("dlmalloc-port-hardened vs dlmalloc-port"), "{v}");
+        assert!(v.contains("1.25×"), "{v}");
+        assert!(v.contains("1000 (+100)"), "{v}");
+        assert_eq!(sample().render_variants(), "");
     }
 
     #[test]
