@@ -10,6 +10,25 @@
 //!
 //! Every function accepts a null handle and then fails (null / an error
 //! code) without touching anything.
+//!
+//! # The header
+//!
+//! `include/linmem_ems.h` is generated from this file by
+//! [cbindgen](https://docs.rs/cbindgen) with `cbindgen.toml` (C names:
+//! [`EmsHeap`] is `ems_heap_t`, [`EmsCStats`] is `ems_stats_t`; the `///`
+//! comments become the header's comments, so they are written for C
+//! readers). The file is checked in so C users can read it without
+//! building, and the `header` test fails when it no longer matches the
+//! source. After changing the C ABI, regenerate it with
+//!
+//! ```text
+//! LINMEM_BLESS=1 cargo test -p linmem-ems-capi --test header
+//! ```
+//!
+//! A C program includes it, links `liblinmem_ems_capi.a` and the Rust
+//! standard library's native dependencies (on Linux: `-lpthread -ldl -lm
+//! -lrt -lutil -lgcc_s -lc`); `tests/c/smoke.c` is an example, compiled and
+//! run by the `c_program` test.
 
 use core::alloc::Layout;
 use core::ffi::{c_int, c_void};
@@ -31,24 +50,28 @@ pub const EMS_ERR_FAILED_CLOSED: c_int = -4;
 /// A null handle, a misaligned pointer or an unusable argument.
 pub const EMS_ERR_INVALID: c_int = -5;
 
-/// The opaque heap handle (`ems_heap_t` in C).
+/// Opaque heap handle (`ems_heap_t` in C): made by `ems_init_with_pool`,
+/// released by `ems_destroy`. It holds the heap's bookkeeping, outside the
+/// pool. Calls on one handle must not run concurrently.
 pub struct EmsHeap {
     heap: Heap<FixedRegion>,
 }
 
-/// Heap statistics (`ems_stats_t` in C); see `linmem_ems::EmsStats`.
+/// Heap statistics (`ems_stats_t` in C), filled by `ems_stats` with a full
+/// heap walk. Sizes count block headers. Histogram bucket `i` counts blocks
+/// of `2^i .. 2^(i+1)-1` bytes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct EmsCStats {
     /// Bytes the pool spans.
     pub pool_len: usize,
-    /// Bytes in blocks (used + free).
+    /// Bytes in blocks: `used + free`.
     pub total: usize,
     /// Bytes in live blocks, headers included.
     pub used: usize,
     /// Bytes in free blocks.
     pub free: usize,
-    /// The most `used` has ever been.
+    /// High-water mark: the most bytes ever in use.
     pub high_water: usize,
     /// Foreign bytes covered by gap blocks.
     pub gap: usize,
@@ -99,8 +122,8 @@ fn out(p: Option<NonNull<u8>>) -> *mut c_void {
     p.map_or(ptr::null_mut(), |p| p.as_ptr().cast())
 }
 
-/// Makes a heap over `[buf, buf + size)`; null when `buf` is null or not
-/// 8-aligned, or the pool is too small.
+/// Makes a heap over `[buf, buf + size)`; `buf` must be 8-aligned. Null
+/// when `buf` is null or misaligned, or the pool is too small.
 ///
 /// # Safety
 ///
@@ -119,7 +142,8 @@ pub unsafe extern "C" fn ems_init_with_pool(buf: *mut c_void, size: usize) -> *m
     }
 }
 
-/// Releases a handle (the pool itself belongs to the caller).
+/// Releases a handle (not the pool: it belongs to the caller). A null
+/// handle is a no-op.
 ///
 /// # Safety
 ///
@@ -151,11 +175,11 @@ pub unsafe extern "C" fn ems_alloc(h: *mut EmsHeap, size: usize) -> *mut c_void 
 }
 
 /// Allocates `size` bytes aligned to `align` (a power of two, up to 64 KiB
-/// and beyond as the pool allows).
+/// and beyond as the pool allows); null for any other `align`, 0 included.
 ///
 /// # Safety
 ///
-/// As for [`ems_alloc`].
+/// As for `ems_alloc`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ems_alloc_aligned(
     h: *mut EmsHeap,
@@ -166,17 +190,23 @@ pub unsafe extern "C" fn ems_alloc_aligned(
     let Some(heap) = (unsafe { heap(h) }) else {
         return ptr::null_mut();
     };
+    // Checked before raising small alignments to the heap's 8: 0, 3, 5, 6
+    // and 7 are refused like every other non-power of two.
+    if !align.is_power_of_two() {
+        return ptr::null_mut();
+    }
     out(Layout::from_size_align(size, align.max(8))
         .ok()
         .and_then(|l| heap.alloc(l)))
 }
 
-/// Frees a block: `EMS_OK`, or an error code (the heap then fails closed).
-/// A null `ptr` is a no-op.
+/// Frees a block: `EMS_OK`, or a negative `EMS_ERR_*` code (the heap then
+/// fails closed). A null `ptr` is a no-op (`EMS_OK`, or
+/// `EMS_ERR_FAILED_CLOSED` once the heap failed closed).
 ///
 /// # Safety
 ///
-/// As for [`ems_alloc`]; `ptr` may be any pointer (misuse is detected), but
+/// As for `ems_alloc`; `ptr` may be any pointer (misuse is detected), but
 /// the block is not used again.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ems_free(h: *mut EmsHeap, ptr: *mut c_void) -> c_int {
@@ -204,7 +234,7 @@ pub unsafe extern "C" fn ems_free(h: *mut EmsHeap, ptr: *mut c_void) -> c_int {
 ///
 /// # Safety
 ///
-/// As for [`ems_free`].
+/// As for `ems_free`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ems_realloc(
     h: *mut EmsHeap,
@@ -233,7 +263,7 @@ pub unsafe extern "C" fn ems_realloc(
 ///
 /// # Safety
 ///
-/// As for [`ems_alloc`]; `new_base` holds the pool's bytes and meets the
+/// As for `ems_alloc`; `new_base` holds the pool's bytes and meets the
 /// contract of `ems_init_with_pool`; pointers into the old pool are dead.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ems_migrate(h: *mut EmsHeap, new_base: *mut c_void) -> c_int {
@@ -251,11 +281,13 @@ pub unsafe extern "C" fn ems_migrate(h: *mut EmsHeap, new_base: *mut c_void) -> 
     }
 }
 
-/// Grows the pool by `extra` bytes at its end.
+/// Grows the pool by `extra` bytes at its end (for example when the pool
+/// runs to the end of guest memory and the runtime grew that memory).
+/// `EMS_OK` or a negative `EMS_ERR_*`.
 ///
 /// # Safety
 ///
-/// As for [`ems_alloc`]; the `extra` bytes after the pool are valid and
+/// As for `ems_alloc`; the `extra` bytes after the pool are valid and
 /// belong to the heap from now on.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ems_extend(h: *mut EmsHeap, extra: usize) -> c_int {
@@ -275,7 +307,7 @@ pub unsafe extern "C" fn ems_extend(h: *mut EmsHeap, extra: usize) -> c_int {
 ///
 /// # Safety
 ///
-/// As for [`ems_alloc`]; `out` is null or valid for a write.
+/// As for `ems_alloc`; `out` is null or valid for a write.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ems_stats(h: *mut EmsHeap, out: *mut EmsCStats) -> c_int {
     // SAFETY: the caller's contract.
@@ -311,7 +343,7 @@ pub unsafe extern "C" fn ems_stats(h: *mut EmsHeap, out: *mut EmsCStats) -> c_in
 ///
 /// # Safety
 ///
-/// As for [`ems_alloc`].
+/// As for `ems_alloc`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ems_is_corrupted(h: *mut EmsHeap) -> c_int {
     // SAFETY: the caller's contract.
