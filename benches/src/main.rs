@@ -403,31 +403,60 @@ fn build_modules(dirs: &Dirs, opts: &Opts, wasm_opt: Option<&[String]>) -> Resul
     }
 
     let t = Instant::now();
-    let speed: Vec<String> = std::iter::once("rec".to_string())
-        .chain(kept.iter().map(|a| format!("wl-{}", a.name)))
-        .collect();
-    let size: Vec<String> = std::iter::once("sz-none".to_string())
-        .chain(kept.iter().map(|a| format!("sz-{}", a.name)))
-        .collect();
-    eprintln!(
-        "building {} speed modules (opt-level 3, LTO) and {} size modules (opt-level z)",
-        speed.len(),
-        size.len()
-    );
-    let mut artifacts = cargo_build(
-        dirs,
-        &gen_dir,
-        "release",
-        &speed,
-        &dirs.work.join("logs/build-speed.log"),
-    )?;
-    artifacts.extend(cargo_build(
-        dirs,
-        &gen_dir,
-        "size",
-        &size,
-        &dirs.work.join("logs/build-size.log"),
-    )?);
+    // Cargo unifies the features of a dependency over the packages of one
+    // build, so two builds of one crate (its default and a variant such as
+    // `-hardened`) must not share a cargo invocation: round `i` holds the
+    // `i`-th allocator of each dependency.
+    let mut rounds: Vec<Vec<&AllocatorEntry>> = Vec::new();
+    for a in &kept {
+        let i = kept
+            .iter()
+            .take_while(|b| b.name != a.name)
+            .filter(|b| b.dep == a.dep)
+            .count();
+        if rounds.len() <= i {
+            rounds.resize(i + 1, Vec::new());
+        }
+        rounds[i].push(*a);
+    }
+    let mut artifacts = HashMap::new();
+    for (i, round) in rounds.iter().enumerate() {
+        let first = (i == 0).then_some(());
+        let speed: Vec<String> = first
+            .map(|()| "rec".to_string())
+            .into_iter()
+            .chain(round.iter().map(|a| format!("wl-{}", a.name)))
+            .collect();
+        let size: Vec<String> = first
+            .map(|()| "sz-none".to_string())
+            .into_iter()
+            .chain(round.iter().map(|a| format!("sz-{}", a.name)))
+            .collect();
+        eprintln!(
+            "building {} speed modules (opt-level 3, LTO) and {} size modules (opt-level z){}",
+            speed.len(),
+            size.len(),
+            if i > 0 {
+                " of build-option variants"
+            } else {
+                ""
+            }
+        );
+        artifacts.extend(cargo_build(
+            dirs,
+            &gen_dir,
+            "release",
+            &speed,
+            &dirs.work.join(format!("logs/build-speed-{i}.log")),
+        )?);
+        artifacts.extend(cargo_build(
+            dirs,
+            &gen_dir,
+            "size",
+            &size,
+            &dirs.work.join(format!("logs/build-size-{i}.log")),
+        )?);
+    }
     eprintln!("modules built ({:.1} s)", t.elapsed().as_secs_f64());
 
     let modules_dir = dirs.work.join("modules");
@@ -435,7 +464,7 @@ fn build_modules(dirs: &Dirs, opts: &Opts, wasm_opt: Option<&[String]>) -> Resul
     let rec = artifacts
         .get("rec")
         .cloned()
-        .ok_or("the recorder module (dlmalloc crate) did not build: see logs/build-speed.log")?;
+        .ok_or("the recorder module (dlmalloc crate) did not build: see logs/build-speed-0.log")?;
     let size_of = |pkg: &str| -> Option<u64> {
         let wasm = artifacts.get(pkg)?;
         let dst = modules_dir.join(format!("{pkg}.wasm"));
@@ -487,7 +516,7 @@ fn build_modules(dirs: &Dirs, opts: &Opts, wasm_opt: Option<&[String]>) -> Resul
             None => eprintln!(
                 "skip {}: its module failed to build (see {})",
                 a.name,
-                dirs.work.join("logs/build-speed.log").display()
+                dirs.work.join("logs/build-speed-0.log").display()
             ),
         }
     }
