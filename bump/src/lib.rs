@@ -30,6 +30,10 @@
 //! static A: linmem_bump::Global = linmem_bump::Global::new();
 //! ```
 //!
+//! Feature `c-exports` (wasm32 only; does nothing elsewhere): makes `Global`
+//! the module's global allocator and exports C's `malloc` family over it
+//! (see `linmem_memory`'s "C exports").
+//!
 //! # Layout
 //!
 //! Memory is a list of chunks, one per contiguous run obtained from the

@@ -247,5 +247,100 @@ macro_rules! global_allocator_type {
                 unsafe { self.inner.realloc(ptr, layout, new_size) }
             }
         }
+
+        // The calling crate declares the `c-exports` feature: this `cfg` is
+        // evaluated there.
+        #[cfg(all(target_arch = "wasm32", feature = "c-exports"))]
+        $crate::c_exports!();
+    };
+}
+
+/// The `c-exports` feature's items, expanded inside an allocator crate by
+/// [`global_allocator_type!`] on wasm32 when that crate's `c-exports`
+/// feature is on: the module's global allocator `GLOBAL` and the C
+/// allocation functions over it (see the crate docs, "C exports").
+#[doc(hidden)]
+#[macro_export]
+macro_rules! c_exports {
+    () => {
+        /// The module's global allocator (feature `c-exports`), shared by
+        /// Rust allocations and the exported C functions of [`c_exports`].
+        #[global_allocator]
+        pub static GLOBAL: Global = Global::new();
+
+        /// C's allocation functions, exported from the wasm module under
+        /// their C names (feature `c-exports`), over [`GLOBAL`]. See
+        /// `linmem_memory::cexports` for their exact semantics.
+        pub mod c_exports {
+            /// C `malloc`: `size` bytes, 16-byte aligned; null when out of
+            /// memory; `malloc(0)` is a unique pointer to free.
+            ///
+            /// # Safety
+            ///
+            /// None beyond C's: the result is freed with `free` only.
+            #[unsafe(no_mangle)]
+            pub unsafe extern "C" fn malloc(size: usize) -> *mut u8 {
+                $crate::cexports::malloc(&super::GLOBAL, size)
+            }
+
+            /// C `calloc`: `n * size` zeroed bytes; null on overflow or when
+            /// out of memory.
+            ///
+            /// # Safety
+            ///
+            /// None beyond C's: the result is freed with `free` only.
+            #[unsafe(no_mangle)]
+            pub unsafe extern "C" fn calloc(n: usize, size: usize) -> *mut u8 {
+                $crate::cexports::calloc(&super::GLOBAL, n, size)
+            }
+
+            /// C `aligned_alloc`: null unless `align` is a power of two up
+            /// to 64 KiB.
+            ///
+            /// # Safety
+            ///
+            /// None beyond C's: the result is freed with `free` only.
+            #[unsafe(no_mangle)]
+            pub unsafe extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut u8 {
+                $crate::cexports::aligned_alloc(&super::GLOBAL, align, size)
+            }
+
+            /// C `posix_memalign`: 0, or `EINVAL` (22) / `ENOMEM` (12).
+            ///
+            /// # Safety
+            ///
+            /// `memptr` is null or valid for writing a pointer.
+            #[unsafe(no_mangle)]
+            pub unsafe extern "C" fn posix_memalign(
+                memptr: *mut *mut u8,
+                align: usize,
+                size: usize,
+            ) -> i32 {
+                // SAFETY: the caller's contract.
+                unsafe { $crate::cexports::posix_memalign(&super::GLOBAL, memptr, align, size) }
+            }
+
+            /// C `free`; `free(NULL)` does nothing.
+            ///
+            /// # Safety
+            ///
+            /// `p` is null or a live result of these functions.
+            #[unsafe(no_mangle)]
+            pub unsafe extern "C" fn free(p: *mut u8) {
+                // SAFETY: the caller's contract.
+                unsafe { $crate::cexports::free(&super::GLOBAL, p) }
+            }
+
+            /// C `realloc`; `realloc(p, 0)` frees `p` and returns null.
+            ///
+            /// # Safety
+            ///
+            /// `p` is null or a live result of these functions.
+            #[unsafe(no_mangle)]
+            pub unsafe extern "C" fn realloc(p: *mut u8, size: usize) -> *mut u8 {
+                // SAFETY: the caller's contract.
+                unsafe { $crate::cexports::realloc(&super::GLOBAL, p, size) }
+            }
+        }
     };
 }

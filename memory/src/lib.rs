@@ -9,6 +9,53 @@
 //! - [`Locked`] and [`Unsync`]: the `GlobalAlloc` adapters, written once, and
 //!   [`global_allocator_type!`], which gives every allocator crate its
 //!   one-line `Global` type.
+//! - [`cexports`]: C's `malloc` family over any `GlobalAlloc`, which each
+//!   allocator crate's `c-exports` feature exports from a wasm32 module.
+//!
+//! # C exports
+//!
+//! A runtime often wants to place data in a guest's memory by calling the
+//! guest's own exported `malloc`/`free` (WAMR's recommended set-up). Each
+//! allocator crate (`linmem-bump`, `linmem-dlmalloc`, `linmem-emmalloc`,
+//! `linmem-ems`) has an opt-in feature `c-exports` for that. On wasm32 it
+//!
+//! - makes the crate's `Global` the module's `#[global_allocator]`, as a
+//!   `pub static GLOBAL: Global` of the crate (so its `stats()` and
+//!   `verify()` are reachable), and
+//! - exports `malloc`, `free`, `calloc`, `realloc`, `aligned_alloc` and
+//!   `posix_memalign` with C semantics (in a module `c_exports` of the crate),
+//!   over the same heap: Rust and C allocations share one heap.
+//!
+//! ```toml
+//! [dependencies]
+//! linmem-dlmalloc = { version = "0.1", features = ["c-exports"] }
+//! ```
+//!
+//! ```ignore
+//! // Name the crate once so that it is linked; declare no other global allocator.
+//! use linmem_dlmalloc as _;
+//! ```
+//!
+//! Semantics (see [`cexports`] for each function): every result is
+//! 16-byte aligned (C's `max_align_t` on wasm32); `malloc(0)` returns a
+//! unique pointer to free; `free(NULL)` does nothing; `calloc` returns zeroed
+//! memory and null when `n * size` overflows; `realloc(NULL, n)` is
+//! `malloc(n)`, `realloc(p, 0)` frees `p` and returns null (as glibc), a
+//! failed `realloc` leaves the block intact; `aligned_alloc` returns null for
+//! an alignment that is not a power of two or above 64 KiB;
+//! `posix_memalign` returns `EINVAL` (22) for an alignment that is not a
+//! power of two multiple of 4, `ENOMEM` (12) when memory runs out, else 0
+//! (errno values as on Linux: wasm32-unknown-unknown has no libc of its own).
+//! Each block carries a 16-byte header (plus the alignment, above 16) that
+//! records its size and alignment for `free` and `realloc`; nothing
+//! unwinds.
+//!
+//! A module that enables `c-exports` and also declares its own
+//! `#[global_allocator]` fails to build (two global allocators), as does
+//! one enabling `c-exports` on two allocator crates. The feature is meant
+//! for `wasm32-unknown-unknown`; a target with a libc of its own (wasi,
+//! emscripten) already defines these symbols. On other targets the
+//! feature does nothing.
 //!
 //! # Invariants
 //!
@@ -26,6 +73,8 @@
 //!   that run to completion without calling back into the adapter, and
 //!   `Unsync` is `Sync` only on wasm32 without the `atomics` feature, where
 //!   there is exactly one thread.
+//! - **C1** (module [`cexports`]) every live C block has a checked header
+//!   recording its size and alignment just below the pointer given to C.
 #![no_std]
 
 #[cfg(feature = "sim")]
@@ -35,6 +84,7 @@ use core::alloc::Layout;
 use core::fmt;
 use core::ptr::NonNull;
 
+pub mod cexports;
 mod fixed;
 mod global;
 #[cfg(feature = "sim")]
