@@ -1,6 +1,8 @@
 //! Where free blocks wait: 32 exact-size lists for blocks below 256 bytes,
-//! and a balanced (AVL) tree ordered by size for the rest, with blocks of
-//! equal size chained behind their tree node.
+//! and for the rest 96 balanced (AVL) trees ordered by size, one per quarter
+//! power of two, with blocks of equal size chained behind their tree node.
+//! Tree nodes link to their parent, so removal and rebalancing walk up from
+//! the node instead of searching down from the root.
 //!
 //! Every link is a pool-relative `u32` offset of a block header, 0 meaning
 //! none (offset 0 is never a block: blocks start at 4 mod 8). Every link read
@@ -16,6 +18,7 @@
 //! ... unused                        +12 height >= 1  (tree node) / 0 (chained)
 //! -4  footer: size                  +16 next block of the same size
 //!                                   +20 prev of the same size (0: tree node)
+//!                                   +24 parent (tree node; 0: the root)
 //!                                   -4  footer: size
 //! ```
 
@@ -27,6 +30,10 @@ pub(crate) const SMALL_LIMIT: u32 = 256;
 /// Number of exact-size lists, one per 8 bytes below [`SMALL_LIMIT`].
 /// Lists 0 and 1 (sizes 0 and 8) stay empty: the minimum block is 16.
 pub(crate) const NSMALL: usize = 32;
+/// Number of size trees: four per power of two from [`SMALL_LIMIT`] up.
+pub(crate) const NTREES: usize = 96;
+/// The bitmap of non-empty trees.
+pub(crate) type TreeMask = u128;
 /// A bound on tree depth. An AVL tree of the at most 2^24 large blocks a
 /// 4 GiB pool holds is at most 35 deep; anything deeper is damage.
 pub(crate) const MAX_DEPTH: u32 = 48;
@@ -38,11 +45,14 @@ pub(crate) const T_RIGHT: u32 = 8;
 pub(crate) const T_HEIGHT: u32 = 12;
 pub(crate) const T_NEXT: u32 = 16;
 pub(crate) const T_PREV: u32 = 20;
+pub(crate) const T_PARENT: u32 = 24;
 
 const _: () = assert!(SMALL_LIMIT / GRAIN == NSMALL as u32);
+const _: () = assert!(SMALL_LIMIT == 1 << 8 && NTREES == 4 * (32 - 8));
+const _: () = assert!(NTREES <= TreeMask::BITS as usize);
 const _: () = assert!(NSMALL <= u32::BITS as usize);
 const _: () = assert!(S_PREV + HDR + HDR <= MIN_BLOCK);
-const _: () = assert!(T_PREV + HDR + HDR <= SMALL_LIMIT);
+const _: () = assert!(T_PARENT + HDR + HDR <= SMALL_LIMIT);
 const _: () = assert!(MIN_BLOCK / GRAIN >= 2);
 const _: () = assert!(crate::block::MAX_END.checked_add(SMALL_LIMIT).is_some());
 
@@ -52,23 +62,44 @@ pub(crate) const fn small_index(size: u32) -> usize {
     (size / GRAIN) as usize
 }
 
+/// The size tree of a large block size (`>= SMALL_LIMIT`): trees cover
+/// quarter powers of two, `[2^k + j * 2^(k-2), 2^k + (j + 1) * 2^(k-2))`
+/// for `j` in `0..4`. Smaller sizes map to tree 0.
+#[inline(always)]
+pub(crate) const fn tree_index(size: u32) -> usize {
+    let s = if size < SMALL_LIMIT {
+        SMALL_LIMIT
+    } else {
+        size
+    };
+    let k = u32::BITS - 1 - s.leading_zeros();
+    (((k - 8) << 2) | ((s >> (k - 2)) & 3)) as usize
+}
+
+/// The smallest block size of tree `t`.
+#[inline(always)]
+pub(crate) const fn tree_min(t: usize) -> u32 {
+    let k = (t as u32 >> 2) + 8;
+    (1 << k) | ((t as u32 & 3) << (k - 2))
+}
+
 impl Core {
     /// Whether `off` could be a block header of this pool.
     #[inline(always)]
     pub(crate) fn link_ok(&self, off: u32) -> bool {
-        off % GRAIN == HDR && off >= self.first && off < self.end
+        off.wrapping_sub(self.first) < self.end.wrapping_sub(self.first) && off % GRAIN == HDR
     }
 
     /// The size of the free block at `b`, checking it is one (I2, I5).
     #[inline(always)]
     pub(crate) fn free_size<M: Mem>(&self, m: &M, b: u32) -> R<u32> {
         if !self.link_ok(b) {
-            return Err(Fault::Corrupt(b));
+            return Err(Fault::Corrupt);
         }
         let h = Hmu(m.rd(b)?);
         let size = h.size();
         if h.usage() != crate::block::FREE || size < MIN_BLOCK || size > self.end - HDR - b {
-            return Err(Fault::Corrupt(b));
+            return Err(Fault::Corrupt);
         }
         Ok(size)
     }
@@ -78,7 +109,7 @@ impl Core {
     pub(crate) fn link<M: Mem>(&self, m: &M, at: u32) -> R<u32> {
         let v = m.rd(at)?;
         if v != 0 && !self.link_ok(v) {
-            return Err(Fault::Corrupt(at));
+            return Err(Fault::Corrupt);
         }
         Ok(v)
     }
@@ -86,6 +117,7 @@ impl Core {
     // ---- exact-size lists (I6) ----
 
     /// Pushes the free block `b` of small `size` on its list.
+    #[inline(always)]
     pub(crate) fn list_push<M: MemMut>(&mut self, m: &mut M, b: u32, size: u32) -> R<()> {
         let i = small_index(size);
         let head = self.small[i];
@@ -101,16 +133,17 @@ impl Core {
 
     /// Unlinks the free block `b` of small `size`, checking both neighbours
     /// point back at it.
+    #[inline(always)]
     pub(crate) fn list_remove<M: MemMut>(&mut self, m: &mut M, b: u32, size: u32) -> R<()> {
         let i = small_index(size);
         let next = self.link(m, b + S_NEXT)?;
         let prev = self.link(m, b + S_PREV)?;
         if next != 0 && m.rd(next + S_PREV)? != b {
-            return Err(Fault::Corrupt(b));
+            return Err(Fault::Corrupt);
         }
         if prev == 0 {
             if self.small[i] != b {
-                return Err(Fault::Corrupt(b));
+                return Err(Fault::Corrupt);
             }
             self.small[i] = next;
             if next == 0 {
@@ -118,7 +151,7 @@ impl Core {
             }
         } else {
             if m.rd(prev + S_NEXT)? != b {
-                return Err(Fault::Corrupt(b));
+                return Err(Fault::Corrupt);
             }
             m.wr(prev + S_NEXT, next)?;
         }
@@ -129,11 +162,12 @@ impl Core {
     }
 
     /// Takes the head of list `i` (non-empty by the mask).
+    #[inline(always)]
     pub(crate) fn list_pop<M: MemMut>(&mut self, m: &mut M, i: usize) -> R<u32> {
         let b = self.small[i];
         let size = self.free_size(m, b)?;
         if small_index(size) != i || size >= SMALL_LIMIT {
-            return Err(Fault::Corrupt(b));
+            return Err(Fault::Corrupt);
         }
         self.list_remove(m, b, size)?;
         Ok(b)
@@ -146,11 +180,13 @@ impl Core {
     pub(crate) fn node_size<M: Mem>(&self, m: &M, n: u32) -> R<u32> {
         let s = self.free_size(m, n)?;
         if s < SMALL_LIMIT {
-            return Err(Fault::Corrupt(n));
+            return Err(Fault::Corrupt);
         }
         Ok(s)
     }
 
+    /// The stored height of tree node `n` (0 for no node), checked to be
+    /// plausible (I7).
     #[inline(always)]
     fn height<M: Mem>(&self, m: &M, n: u32) -> R<u32> {
         if n == 0 {
@@ -158,128 +194,198 @@ impl Core {
         }
         let h = m.rd(n + T_HEIGHT)?;
         if h == 0 || h > MAX_DEPTH {
-            return Err(Fault::Corrupt(n));
+            return Err(Fault::Corrupt);
         }
         Ok(h)
     }
 
-    fn fix_height<M: MemMut>(&self, m: &mut M, n: u32) -> R<()> {
-        let hl = self.height(m, self.link(m, n + T_LEFT)?)?;
-        let hr = self.height(m, self.link(m, n + T_RIGHT)?)?;
-        let h = 1 + hl.max(hr);
-        if h > MAX_DEPTH {
-            return Err(Fault::Corrupt(n));
-        }
-        m.wr(n + T_HEIGHT, h)
+    /// The root of tree `t` (0: empty or no such tree).
+    #[inline(always)]
+    pub(crate) fn root(&self, t: usize) -> u32 {
+        self.roots.get(t).copied().unwrap_or(0)
     }
 
-    /// Rotates `n` with its child on side `a`; returns the new subtree root.
-    fn rotate<M: MemMut>(&self, m: &mut M, n: u32, a: u32) -> R<u32> {
-        let b = if a == T_LEFT { T_RIGHT } else { T_LEFT };
-        let c = self.link(m, n + a)?;
-        if c == 0 {
-            return Err(Fault::Corrupt(n));
+    /// Points the link that names tree node `old` (its parent's child link,
+    /// or the root of tree `t` when `parent` is 0) at `new`, checking that
+    /// it does name `old` (I7).
+    #[inline(always)]
+    fn replace_child<M: MemMut>(
+        &mut self,
+        m: &mut M,
+        t: usize,
+        parent: u32,
+        old: u32,
+        new: u32,
+    ) -> R<()> {
+        if parent == 0 {
+            let root = self.roots.get_mut(t).ok_or(Fault::Corrupt)?;
+            if *root != old {
+                return Err(Fault::Corrupt);
+            }
+            *root = new;
+            if new == 0 {
+                self.set_tree_mask(self.tree_mask() & !(1 << t));
+            }
+            return Ok(());
         }
-        let inner = self.link(m, c + b)?;
-        m.wr(n + a, inner)?;
-        m.wr(c + b, n)?;
-        self.fix_height(m, n)?;
-        self.fix_height(m, c)?;
-        Ok(c)
-    }
-
-    /// Restores the AVL balance at `n`; returns the new subtree root.
-    fn rebalance<M: MemMut>(&self, m: &mut M, n: u32) -> R<u32> {
-        let l = self.link(m, n + T_LEFT)?;
-        let r = self.link(m, n + T_RIGHT)?;
-        let hl = self.height(m, l)?;
-        let hr = self.height(m, r)?;
-        let heavy = if hl > hr + 1 {
-            (l, T_LEFT, T_RIGHT)
-        } else if hr > hl + 1 {
-            (r, T_RIGHT, T_LEFT)
+        let side = if m.rd(parent + T_LEFT)? == old {
+            T_LEFT
+        } else if m.rd(parent + T_RIGHT)? == old {
+            T_RIGHT
         } else {
-            self.fix_height(m, n)?;
-            return Ok(n);
+            return Err(Fault::Corrupt);
         };
-        let (c, outer, inner) = heavy;
-        let co = self.height(m, self.link(m, c + outer)?)?;
-        let ci = self.height(m, self.link(m, c + inner)?)?;
-        if co < ci {
-            let nc = self.rotate(m, c, inner)?;
-            m.wr(n + outer, nc)?;
-        }
-        self.rotate(m, n, outer)
+        m.wr(parent + side, new)
     }
 
-    /// Inserts the large free block `b` of `size`.
-    pub(crate) fn tree_insert<M: MemMut>(&mut self, m: &mut M, b: u32, size: u32) -> R<()> {
-        self.root = self.ins(m, self.root, b, size, 0)?.0;
+    /// Sets the parent link of `n` (if any) to `p`.
+    #[inline(always)]
+    fn set_parent<M: MemMut>(&self, m: &mut M, n: u32, p: u32) -> R<()> {
+        if n != 0 {
+            m.wr(n + T_PARENT, p)?;
+        }
         Ok(())
     }
 
-    /// After the child on `side` of `n` changed from `c` to `nc`: stores the
-    /// link and, only when the child's height changed, rebalances `n`.
-    /// Returns the new subtree root and whether its height changed, so the
-    /// work above stops as soon as a height stays the same.
-    #[inline(always)]
-    fn update<M: MemMut>(
-        &self,
-        m: &mut M,
-        n: u32,
-        side: u32,
-        (c, nc): (u32, u32),
-        changed: bool,
-    ) -> R<(u32, bool)> {
-        if nc != c {
-            m.wr(n + side, nc)?;
+    /// Walks up tree `t` from `n` after a subtree below it changed height:
+    /// recomputes each height, rotates where the AVL balance broke, and
+    /// stops at the first node whose height stays the same (I7).
+    fn retrace<M: MemMut>(&mut self, m: &mut M, t: usize, mut n: u32) -> R<()> {
+        for _ in 0..=MAX_DEPTH {
+            if n == 0 {
+                return Ok(());
+            }
+            let old = self.height(m, n)?;
+            let l = self.link(m, n + T_LEFT)?;
+            let r = self.link(m, n + T_RIGHT)?;
+            let p = self.link(m, n + T_PARENT)?;
+            let hl = self.height(m, l)?;
+            let hr = self.height(m, r)?;
+            let h = if hl > hr + 1 {
+                self.rotate(m, t, (n, p), (l, hl), hr, T_LEFT)?
+            } else if hr > hl + 1 {
+                self.rotate(m, t, (n, p), (r, hr), hl, T_RIGHT)?
+            } else {
+                let h = 1 + hl.max(hr);
+                if h != old {
+                    m.wr(n + T_HEIGHT, h)?;
+                }
+                h
+            };
+            if h == old {
+                return Ok(());
+            }
+            n = p;
         }
-        if !changed {
-            return Ok((n, false));
-        }
-        let before = self.height(m, n)?;
-        let nn = self.rebalance(m, n)?;
-        Ok((nn, self.height(m, nn)? != before))
+        Err(Fault::Corrupt)
     }
 
-    fn ins<M: MemMut>(&self, m: &mut M, n: u32, b: u32, size: u32, depth: u32) -> R<(u32, bool)> {
-        if depth > MAX_DEPTH {
-            return Err(Fault::Corrupt(n));
+    /// Restores the balance at `n` (child of `p` in tree `t`), whose child
+    /// `c` (of height `hc`) on side `a` is two taller than the other child
+    /// (of height `ho`), by a single or double rotation; links the new
+    /// subtree root into `p` and returns the subtree's height.
+    fn rotate<M: MemMut>(
+        &mut self,
+        m: &mut M,
+        t: usize,
+        (n, p): (u32, u32),
+        (c, hc): (u32, u32),
+        ho: u32,
+        a: u32,
+    ) -> R<u32> {
+        let b = if a == T_LEFT { T_RIGHT } else { T_LEFT };
+        let outer = self.link(m, c + a)?;
+        let inner = self.link(m, c + b)?;
+        let ho_c = self.height(m, outer)?;
+        let hi_c = self.height(m, inner)?;
+        if hc != 1 + ho_c.max(hi_c) {
+            return Err(Fault::Corrupt);
         }
-        if n == 0 {
-            for (field, v) in [
-                (T_LEFT, 0),
-                (T_RIGHT, 0),
-                (T_HEIGHT, 1),
-                (T_NEXT, 0),
-                (T_PREV, 0),
-            ] {
-                m.wr(b + field, v)?;
-            }
-            return Ok((b, true));
+        if ho_c >= hi_c {
+            // Single rotation: c rises, n takes c's inner subtree.
+            self.replace_child(m, t, p, n, c)?;
+            m.wr(n + a, inner)?;
+            self.set_parent(m, inner, n)?;
+            m.wr(c + b, n)?;
+            m.wr(n + T_PARENT, c)?;
+            m.wr(c + T_PARENT, p)?;
+            let hn = 1 + hi_c.max(ho);
+            let top = 1 + ho_c.max(hn);
+            m.wr(n + T_HEIGHT, hn)?;
+            m.wr(c + T_HEIGHT, top)?;
+            return Ok(top);
         }
-        let ns = self.node_size(m, n)?;
-        if ns == size {
-            let nx = self.link(m, n + T_NEXT)?;
-            for (field, v) in [
-                (T_LEFT, 0),
-                (T_RIGHT, 0),
-                (T_HEIGHT, 0),
-                (T_NEXT, nx),
-                (T_PREV, n),
-            ] {
-                m.wr(b + field, v)?;
+        // Double rotation: c's inner child g rises above both.
+        let g = inner;
+        let ga = self.link(m, g + a)?;
+        let gb = self.link(m, g + b)?;
+        let hga = self.height(m, ga)?;
+        let hgb = self.height(m, gb)?;
+        self.replace_child(m, t, p, n, g)?;
+        m.wr(c + b, ga)?;
+        self.set_parent(m, ga, c)?;
+        m.wr(n + a, gb)?;
+        self.set_parent(m, gb, n)?;
+        m.wr(g + a, c)?;
+        m.wr(g + b, n)?;
+        m.wr(c + T_PARENT, g)?;
+        m.wr(n + T_PARENT, g)?;
+        m.wr(g + T_PARENT, p)?;
+        let hcn = 1 + ho_c.max(hga);
+        let hn = 1 + hgb.max(ho);
+        let top = 1 + hcn.max(hn);
+        m.wr(c + T_HEIGHT, hcn)?;
+        m.wr(n + T_HEIGHT, hn)?;
+        m.wr(g + T_HEIGHT, top)?;
+        Ok(top)
+    }
+
+    /// Inserts the large free block `b` of `size` into its tree: chained
+    /// behind the node of its size if there is one, else as a new leaf,
+    /// then rebalanced.
+    pub(crate) fn tree_insert<M: MemMut>(&mut self, m: &mut M, b: u32, size: u32) -> R<()> {
+        let t = tree_index(size);
+        let mut parent = 0;
+        let mut side = T_LEFT;
+        let mut cur = self.root(t);
+        for _ in 0..=MAX_DEPTH {
+            if cur == 0 {
+                m.wr(b + T_LEFT, 0)?;
+                m.wr(b + T_RIGHT, 0)?;
+                m.wr(b + T_HEIGHT, 1)?;
+                m.wr(b + T_NEXT, 0)?;
+                m.wr(b + T_PREV, 0)?;
+                m.wr(b + T_PARENT, parent)?;
+                if parent == 0 {
+                    *self.roots.get_mut(t).ok_or(Fault::Corrupt)? = b;
+                    self.set_tree_mask(self.tree_mask() | 1 << t);
+                    return Ok(());
+                }
+                m.wr(parent + side, b)?;
+                // A parent that already had a (leaf) child on the other side
+                // keeps its height 2: nothing above changes (I7).
+                let other = if side == T_LEFT { T_RIGHT } else { T_LEFT };
+                if m.rd(parent + other)? != 0 {
+                    return Ok(());
+                }
+                return self.retrace(m, t, parent);
             }
-            if nx != 0 {
-                m.wr(nx + T_PREV, b)?;
+            let ns = self.node_size(m, cur)?;
+            if ns == size {
+                let nx = self.link(m, cur + T_NEXT)?;
+                m.wr(b + T_HEIGHT, 0)?;
+                m.wr(b + T_NEXT, nx)?;
+                m.wr(b + T_PREV, cur)?;
+                if nx != 0 {
+                    m.wr(nx + T_PREV, b)?;
+                }
+                return m.wr(cur + T_NEXT, b);
             }
-            m.wr(n + T_NEXT, b)?;
-            return Ok((n, false));
+            side = if size < ns { T_LEFT } else { T_RIGHT };
+            parent = cur;
+            cur = self.link(m, cur + side)?;
         }
-        let side = if size < ns { T_LEFT } else { T_RIGHT };
-        let c = self.link(m, n + side)?;
-        let (nc, changed) = self.ins(m, c, b, size, depth + 1)?;
-        self.update(m, n, side, (c, nc), changed)
+        Err(Fault::Corrupt)
     }
 
     /// Removes the large free block `b` of `size` (a tree node or a chained
@@ -288,11 +394,11 @@ impl Core {
         let prev = self.link(m, b + T_PREV)?;
         let next = self.link(m, b + T_NEXT)?;
         if next != 0 && m.rd(next + T_PREV)? != b {
-            return Err(Fault::Corrupt(b));
+            return Err(Fault::Corrupt);
         }
         if prev != 0 {
             if m.rd(prev + T_NEXT)? != b {
-                return Err(Fault::Corrupt(b));
+                return Err(Fault::Corrupt);
             }
             m.wr(prev + T_NEXT, next)?;
             if next != 0 {
@@ -300,119 +406,199 @@ impl Core {
             }
             return Ok(());
         }
+        let t = tree_index(size);
+        let l = self.link(m, b + T_LEFT)?;
+        let r = self.link(m, b + T_RIGHT)?;
+        let p = self.link(m, b + T_PARENT)?;
         if next != 0 {
-            for field in [T_LEFT, T_RIGHT, T_HEIGHT] {
-                let v = m.rd(b + field)?;
-                m.wr(next + field, v)?;
-            }
+            // The next block of the same size takes b's place as the node.
+            let h = m.rd(b + T_HEIGHT)?;
+            self.replace_child(m, t, p, b, next)?;
+            m.wr(next + T_LEFT, l)?;
+            m.wr(next + T_RIGHT, r)?;
+            m.wr(next + T_HEIGHT, h)?;
+            m.wr(next + T_PARENT, p)?;
             m.wr(next + T_PREV, 0)?;
-            return self.replace_link(m, size, b, next);
+            self.set_parent(m, l, next)?;
+            return self.set_parent(m, r, next);
         }
-        self.root = self.del(m, self.root, size, b, 0)?.0;
-        Ok(())
-    }
-
-    /// Points the link that names tree node `old` (of `size`) at `new`.
-    fn replace_link<M: MemMut>(&mut self, m: &mut M, size: u32, old: u32, new: u32) -> R<()> {
-        let mut slot = None;
-        let mut cur = self.root;
-        for _ in 0..=MAX_DEPTH {
-            if cur == 0 {
-                break;
-            }
-            if cur == old {
-                match slot {
-                    None => self.root = new,
-                    Some(at) => m.wr(at, new)?,
+        if l == 0 || r == 0 {
+            let c = l | r;
+            self.replace_child(m, t, p, b, c)?;
+            if c != 0 {
+                m.wr(c + T_PARENT, p)?;
+            } else if p != 0 {
+                // A leaf whose sibling is a leaf too: the parent keeps its
+                // height 2 and its balance (I7).
+                let sib = m.rd(p + T_LEFT)? | m.rd(p + T_RIGHT)?;
+                if sib != 0 && self.height(m, sib)? == 1 {
+                    return Ok(());
                 }
-                return Ok(());
             }
-            let cs = self.node_size(m, cur)?;
-            if cs == size {
-                break;
-            }
-            let side = if size < cs { T_LEFT } else { T_RIGHT };
-            slot = Some(cur + side);
-            cur = self.link(m, cur + side)?;
+            return self.retrace(m, t, p);
         }
-        Err(Fault::Corrupt(old))
+        // Two children: the smallest node of the right subtree, `s`, takes
+        // `b`'s place.
+        let mut s = r;
+        for _ in 0..=MAX_DEPTH {
+            let sl = self.link(m, s + T_LEFT)?;
+            if sl == 0 {
+                let h = self.height(m, b)?;
+                let sp = self.link(m, s + T_PARENT)?;
+                self.replace_child(m, t, p, b, s)?;
+                m.wr(s + T_PARENT, p)?;
+                m.wr(s + T_HEIGHT, h)?;
+                m.wr(s + T_LEFT, l)?;
+                m.wr(l + T_PARENT, s)?;
+                if sp == b {
+                    return self.retrace(m, t, s);
+                }
+                let sr = self.link(m, s + T_RIGHT)?;
+                self.replace_child(m, t, sp, s, sr)?;
+                self.set_parent(m, sr, sp)?;
+                m.wr(s + T_RIGHT, r)?;
+                m.wr(r + T_PARENT, s)?;
+                return self.retrace(m, t, sp);
+            }
+            s = sl;
+        }
+        Err(Fault::Corrupt)
     }
 
-    fn del<M: MemMut>(&self, m: &mut M, n: u32, size: u32, b: u32, depth: u32) -> R<(u32, bool)> {
-        if depth > MAX_DEPTH || n == 0 {
-            return Err(Fault::Corrupt(b));
+    /// Replaces tree node `old` (of `size`) by the block `b` of `new_size`
+    /// (a merge grew it, maybe moving its start) without touching the tree
+    /// shape, when that keeps the order (I7): `old` has no equal-size chain,
+    /// `new_size` stays in the same tree and below the next larger node.
+    /// `Ok(false)`: not possible, nothing changed.
+    pub(crate) fn tree_regrow<M: MemMut>(
+        &mut self,
+        m: &mut M,
+        (old, size): (u32, u32),
+        b: u32,
+        new_size: u32,
+    ) -> R<bool> {
+        if tree_index(new_size) != tree_index(size)
+            || m.rd(old + T_NEXT)? != 0
+            || m.rd(old + T_PREV)? != 0
+        {
+            return Ok(false);
         }
-        let ns = self.node_size(m, n)?;
-        if ns == size {
-            if n != b {
-                return Err(Fault::Corrupt(b));
+        let l = self.link(m, old + T_LEFT)?;
+        let r = self.link(m, old + T_RIGHT)?;
+        let p = self.link(m, old + T_PARENT)?;
+        // The next larger node: the leftmost of the right subtree, else the
+        // first ancestor reached from its left side.
+        let succ = if r != 0 {
+            let mut s = r;
+            let mut steps = 0;
+            loop {
+                let sl = self.link(m, s + T_LEFT)?;
+                if sl == 0 {
+                    break s;
+                }
+                steps += 1;
+                if steps > MAX_DEPTH {
+                    return Err(Fault::Corrupt);
+                }
+                s = sl;
             }
-            let l = self.link(m, n + T_LEFT)?;
-            let r = self.link(m, n + T_RIGHT)?;
-            if l == 0 {
-                return Ok((r, true));
+        } else {
+            let (mut c, mut a) = (old, p);
+            let mut steps = 0;
+            loop {
+                if a == 0 || m.rd(a + T_LEFT)? == c {
+                    break a;
+                }
+                steps += 1;
+                if steps > MAX_DEPTH {
+                    return Err(Fault::Corrupt);
+                }
+                (c, a) = (a, self.link(m, a + T_PARENT)?);
             }
-            if r == 0 {
-                return Ok((l, true));
-            }
-            let (nr, min, changed) = self.del_min(m, r, depth + 1)?;
-            let before = self.height(m, n)?;
-            m.wr(min + T_LEFT, l)?;
-            m.wr(min + T_RIGHT, nr)?;
-            m.wr(min + T_HEIGHT, before)?;
-            if !changed {
-                return Ok((min, false));
-            }
-            let nn = self.rebalance(m, min)?;
-            return Ok((nn, self.height(m, nn)? != before));
+        };
+        if succ != 0 && self.node_size(m, succ)? <= new_size {
+            return Ok(false);
         }
-        let side = if size < ns { T_LEFT } else { T_RIGHT };
-        let c = self.link(m, n + side)?;
-        let (nc, changed) = self.del(m, c, size, b, depth + 1)?;
-        self.update(m, n, side, (c, nc), changed)
-    }
-
-    /// Unlinks the smallest node below `n`: (new subtree root, that node,
-    /// whether the subtree height changed).
-    fn del_min<M: MemMut>(&self, m: &mut M, n: u32, depth: u32) -> R<(u32, u32, bool)> {
-        if depth > MAX_DEPTH || n == 0 {
-            return Err(Fault::Corrupt(n));
+        let t = tree_index(size);
+        if b == old {
+            // Still check that `old` is linked where it claims to be (I7).
+            let linked = if p == 0 {
+                self.root(t) == old
+            } else {
+                m.rd(p + T_LEFT)? == old || m.rd(p + T_RIGHT)? == old
+            };
+            if !linked {
+                return Err(Fault::Corrupt);
+            }
+        } else {
+            let h = self.height(m, old)?;
+            self.replace_child(m, t, p, old, b)?;
+            m.wr(b + T_LEFT, l)?;
+            m.wr(b + T_RIGHT, r)?;
+            m.wr(b + T_HEIGHT, h)?;
+            m.wr(b + T_NEXT, 0)?;
+            m.wr(b + T_PREV, 0)?;
+            m.wr(b + T_PARENT, p)?;
+            self.set_parent(m, l, b)?;
+            self.set_parent(m, r, b)?;
         }
-        let l = self.link(m, n + T_LEFT)?;
-        if l == 0 {
-            return Ok((self.link(m, n + T_RIGHT)?, n, true));
-        }
-        let (nl, min, changed) = self.del_min(m, l, depth + 1)?;
-        let (nn, changed) = self.update(m, n, T_LEFT, (l, nl), changed)?;
-        Ok((nn, min, changed))
+        Ok(true)
     }
 
     /// The tree node of the smallest size `>= need`, or 0 (best fit), and
-    /// the largest node size below `need` (0 if none): a search path passes
-    /// both the ceiling and the floor of its key.
+    /// the largest node size below `need` in the same tree (0 if none).
+    /// Sizes below [`SMALL_LIMIT`] look straight at the smallest tree.
     #[inline]
     pub(crate) fn best_fit<M: Mem>(&self, m: &M, need: u32) -> R<(u32, u32)> {
-        let mut cur = self.root;
-        let mut best = 0;
-        let mut floor = 0;
-        for _ in 0..=MAX_DEPTH {
-            if cur == 0 {
-                return Ok((best, floor));
+        let t = tree_index(need);
+        if need >= SMALL_LIMIT && self.tree_mask() & (1 << t) != 0 {
+            let mut cur = self.root(t);
+            let mut best = 0;
+            let mut floor = 0;
+            for _ in 0..=MAX_DEPTH {
+                if cur == 0 {
+                    if best != 0 {
+                        return Ok((best, floor));
+                    }
+                    break;
+                }
+                let cs = self.node_size(m, cur)?;
+                if cs == need {
+                    let l = self.link(m, cur + T_LEFT)?;
+                    return Ok((cur, floor.max(self.max_size(m, l)?)));
+                }
+                if cs > need {
+                    best = cur;
+                    cur = self.link(m, cur + T_LEFT)?;
+                } else {
+                    floor = cs;
+                    cur = self.link(m, cur + T_RIGHT)?;
+                }
             }
-            let cs = self.node_size(m, cur)?;
-            if cs == need {
-                let l = self.link(m, cur + T_LEFT)?;
-                return Ok((cur, floor.max(self.max_size(m, l)?)));
-            }
-            if cs > need {
-                best = cur;
-                cur = self.link(m, cur + T_LEFT)?;
-            } else {
-                floor = cs;
-                cur = self.link(m, cur + T_RIGHT)?;
+            if cur != 0 {
+                return Err(Fault::Corrupt);
             }
         }
-        Err(Fault::Corrupt(self.root))
+        let above = if need >= SMALL_LIMIT {
+            self.tree_mask() & !(TreeMask::MAX >> (TreeMask::BITS as usize - 1 - t))
+        } else {
+            self.tree_mask()
+        };
+        if above == 0 {
+            return Ok((0, 0));
+        }
+        let mut cur = self.root(above.trailing_zeros() as usize);
+        for _ in 0..=MAX_DEPTH {
+            if !self.link_ok(cur) {
+                return Err(Fault::Corrupt);
+            }
+            let l = self.link(m, cur + T_LEFT)?;
+            if l == 0 {
+                return Ok((cur, 0));
+            }
+            cur = l;
+        }
+        Err(Fault::Corrupt)
     }
 
     /// The largest size in the subtree at `n` (0 when empty).
@@ -427,27 +613,31 @@ impl Core {
             }
             n = r;
         }
-        Err(Fault::Corrupt(n))
+        Err(Fault::Corrupt)
     }
 
-    /// Takes a block of tree node `n`'s size out of the tree: a chained one
+    /// Takes a block of tree node `n`'s size out of its tree: a chained one
     /// when there is one (no rebalancing), else `n` itself.
     pub(crate) fn take_large<M: MemMut>(&mut self, m: &mut M, n: u32, size: u32) -> R<u32> {
         let nx = self.link(m, n + T_NEXT)?;
         let b = if nx != 0 { nx } else { n };
+        if self.node_size(m, b)? != size {
+            return Err(Fault::Corrupt);
+        }
         self.tree_remove(m, b, size)?;
         Ok(b)
     }
 
     /// The size of the largest free block (0 when none).
     pub(crate) fn largest_free<M: Mem>(&self, m: &M) -> R<u32> {
-        if self.root == 0 {
+        if self.tree_mask() == 0 {
             return Ok(match self.small_mask {
                 0 => 0,
                 mask => (u32::BITS - 1 - mask.leading_zeros()) * GRAIN,
             });
         }
-        self.max_size(m, self.root)
+        let t = (TreeMask::BITS - 1 - self.tree_mask().leading_zeros()) as usize;
+        self.max_size(m, self.root(t))
     }
 }
 
@@ -484,6 +674,12 @@ mod tests {
         }
         let s = c.node_size(m, n).unwrap();
         assert!(lo < s && s < hi, "tree out of order");
+        for child in [T_LEFT, T_RIGHT] {
+            let k = m.rd(n + child).unwrap();
+            if k != 0 {
+                assert_eq!(m.rd(k + T_PARENT), Ok(n), "parent link wrong");
+            }
+        }
         let (hl, cl) = check(c, m, m.rd(n + T_LEFT).unwrap(), lo, s);
         let (hr, cr) = check(c, m, m.rd(n + T_RIGHT).unwrap(), s, hi);
         assert!(hl.abs_diff(hr) <= 1, "tree out of balance");
@@ -498,6 +694,38 @@ mod tests {
         (h, cl + cr + 1 + chain)
     }
 
+    /// Checks every tree; returns (largest height, blocks incl. chains).
+    fn check_all(c: &Core, m: &SliceMem<&mut [u8]>) -> (u32, usize) {
+        let mut out = (0, 0);
+        for t in 0..NTREES {
+            let hi = if t + 1 < NTREES {
+                tree_min(t + 1)
+            } else {
+                u32::MAX
+            };
+            let (h, n) = check(c, m, c.root(t), tree_min(t) - 1, hi);
+            assert_eq!(c.tree_mask() >> t & 1 != 0, n != 0, "tree mask wrong");
+            out = (out.0.max(h), out.1 + n);
+        }
+        out
+    }
+
+    #[test]
+    fn tree_index_covers_quarter_powers_of_two() {
+        assert_eq!(tree_index(256), 0);
+        assert_eq!(tree_index(319), 0);
+        assert_eq!(tree_index(320), 1);
+        assert_eq!(tree_index(511), 3);
+        assert_eq!(tree_index(512), 4);
+        assert_eq!(tree_index(639), 4);
+        assert_eq!(tree_index(640), 5);
+        assert_eq!(tree_index(crate::block::MAX_END), NTREES - 1);
+        for t in 0..NTREES {
+            assert_eq!(tree_index(tree_min(t)), t);
+            assert_eq!(tree_index(tree_min(t) - GRAIN), t.saturating_sub(1));
+        }
+    }
+
     #[test]
     fn tree_insert_keeps_order_balance_and_chains_equal_sizes() {
         let (mut c, mut buf) = scratch(64);
@@ -508,7 +736,7 @@ mod tests {
             let b = block(&mut m, i, size);
             c.tree_insert(&mut m, b, size).unwrap();
         }
-        let (h, blocks) = check(&c, &m, c.root, 0, u32::MAX);
+        let (h, blocks) = check_all(&c, &m);
         assert_eq!(blocks, 64);
         assert!(
             h <= 6,
@@ -527,12 +755,16 @@ mod tests {
             c.tree_insert(&mut m, b, size).unwrap();
         }
         assert_eq!(c.node_size(&m, c.best_fit(&m, 256).unwrap().0), Ok(256));
-        assert_eq!(c.best_fit(&m, 300).map(|(_, f)| f), Ok(256));
+        assert_eq!(c.best_fit(&m, 300).map(|(_, f)| f), Ok(0));
         assert_eq!(c.node_size(&m, c.best_fit(&m, 300).unwrap().0), Ok(320));
         assert_eq!(c.node_size(&m, c.best_fit(&m, 1216).unwrap().0), Ok(1216));
         assert_eq!(c.best_fit(&m, 1216).map(|(_, f)| f), Ok(1152));
-        assert_eq!(c.best_fit(&m, 1217), Ok((0, 1216)));
+        assert_eq!(c.best_fit(&m, 1217), Ok((0, 0)));
         assert_eq!(c.largest_free(&m), Ok(1216));
+        // No fit in its own tree: the smallest block of the next non-empty one.
+        assert_eq!(c.node_size(&m, c.best_fit(&m, 1000).unwrap().0), Ok(1024));
+        assert_eq!(c.best_fit(&m, 1000).map(|(_, f)| f), Ok(0));
+        assert_eq!(c.node_size(&m, c.best_fit(&m, 100).unwrap().0), Ok(256));
     }
 
     #[test]
@@ -553,10 +785,10 @@ mod tests {
         for (k, &i) in order.iter().enumerate() {
             let (b, size) = live[i];
             c.tree_remove(&mut m, b, size).unwrap();
-            let (_, blocks) = check(&c, &m, c.root, 0, u32::MAX);
+            let (_, blocks) = check_all(&c, &m);
             assert_eq!(blocks, 95 - k);
         }
-        assert_eq!(c.root, 0);
+        assert_eq!(c.tree_mask(), 0);
     }
 
     #[test]

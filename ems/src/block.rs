@@ -85,21 +85,27 @@ impl Hmu {
 }
 
 /// What went wrong inside the heap code; the public API maps it to
-/// [`HeapError`](linmem_memory::HeapError) with an address.
+/// [`HeapError`](linmem_memory::HeapError) with an address. One byte, so
+/// `R<()>` and `R<bool>` come back in a register, not through memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
 pub(crate) enum Fault {
-    /// Damaged metadata seen at this offset.
-    Corrupt(u32),
+    /// Damaged metadata (no offset is carried: every check shares one
+    /// failure path, which keeps the checked code small).
+    Corrupt,
     /// The payload offset names a block that is already free.
-    DoubleFree(u32),
+    #[cfg_attr(feature = "bench-unchecked", allow(dead_code))]
+    DoubleFree,
     /// The payload offset is not a live block of this heap.
-    Foreign(u32),
+    Foreign,
     /// The heap failed closed earlier.
     Closed,
 }
 
 /// Results inside the heap code.
 pub(crate) type R<T> = Result<T, Fault>;
+
+const _: () = assert!(size_of::<R<()>>() == 1 && size_of::<R<bool>>() <= 4);
 
 /// Read access to pool memory by pool-relative offsets.
 pub(crate) trait Mem {
@@ -110,21 +116,37 @@ pub(crate) trait Mem {
 
 /// Write access to pool memory by pool-relative offsets.
 pub(crate) trait MemMut: Mem {
+    /// A second accessor over the same window (see [`MemMut::re`]).
+    type Re<'a>: MemMut
+    where
+        Self: 'a;
+
     /// Stores `v` at `off`; `Err` when outside the window.
     fn wr(&mut self, off: u32, v: u32) -> R<()>;
+
+    /// A copy of this accessor, borrowing it, to hand to out-of-line code:
+    /// the original's address then never escapes, so its fields stay in
+    /// registers instead of being reloaded after every store.
+    fn re(&mut self) -> Self::Re<'_>;
 }
 
-/// Whether `[off, off + 4)` lies inside `[lo, limit)`.
+/// The window `[lo, limit)` as `(lo, count)`: a word at `off` lies inside
+/// it exactly when `off - lo < count` (wrapping), one compare per access.
 #[inline(always)]
-fn in_window(off: u32, lo: u32, limit: u32) -> bool {
-    off >= lo && limit >= HDR && off <= limit - HDR
+fn window(lo: u32, limit: u32) -> (u32, u32) {
+    (lo, limit.saturating_sub(lo).saturating_sub(HDR - 1))
+}
+
+/// Whether `[off, off + 4)` lies inside the window `(lo, count)`.
+#[inline(always)]
+fn in_window(off: u32, (lo, count): (u32, u32)) -> bool {
+    off.wrapping_sub(lo) < count
 }
 
 /// The pool seen through a raw base pointer (the pointer-based heaps).
 pub(crate) struct RawMem {
     base: NonNull<u8>,
-    lo: u32,
-    limit: u32,
+    win: (u32, u32),
 }
 
 impl RawMem {
@@ -137,15 +159,18 @@ impl RawMem {
     /// reference to any of those bytes is live meanwhile.
     #[inline(always)]
     pub(crate) unsafe fn new(base: NonNull<u8>, lo: u32, limit: u32) -> Self {
-        Self { base, lo, limit }
+        Self {
+            base,
+            win: window(lo, limit),
+        }
     }
 }
 
 impl Mem for RawMem {
     #[inline(always)]
     fn rd(&self, off: u32) -> R<u32> {
-        if !in_window(off, self.lo, self.limit) {
-            return Err(Fault::Corrupt(off));
+        if !in_window(off, self.win) {
+            return Err(Fault::Corrupt);
         }
         // SAFETY: I10: `[off, off + 4)` was just checked to lie inside the
         // window the constructor's caller vouched for.
@@ -160,10 +185,22 @@ impl Mem for RawMem {
 }
 
 impl MemMut for RawMem {
+    type Re<'a> = RawMem;
+
+    #[inline(always)]
+    fn re(&mut self) -> RawMem {
+        // The same window over the same memory (I10); the borrow of `self`
+        // keeps the original unused while the copy lives.
+        Self {
+            base: self.base,
+            win: self.win,
+        }
+    }
+
     #[inline(always)]
     fn wr(&mut self, off: u32, v: u32) -> R<()> {
-        if !in_window(off, self.lo, self.limit) {
-            return Err(Fault::Corrupt(off));
+        if !in_window(off, self.win) {
+            return Err(Fault::Corrupt);
         }
         // SAFETY: I10: as in `rd`, the four bytes lie inside the window.
         unsafe {
@@ -182,23 +219,25 @@ impl MemMut for RawMem {
 pub(crate) struct SliceMem<B> {
     mem: B,
     base: usize,
-    limit: u32,
+    win: (u32, u32),
 }
 
 impl<B: AsRef<[u8]>> SliceMem<B> {
     /// Offsets in `[0, limit)` map to `mem[base..]`.
     pub(crate) fn new(mem: B, base: usize, limit: u32) -> Self {
-        Self { mem, base, limit }
+        Self {
+            mem,
+            base,
+            win: window(0, limit),
+        }
     }
 
     #[inline(always)]
     fn index(&self, off: u32) -> R<usize> {
-        if !in_window(off, 0, self.limit) {
-            return Err(Fault::Corrupt(off));
+        if !in_window(off, self.win) {
+            return Err(Fault::Corrupt);
         }
-        self.base
-            .checked_add(off as usize)
-            .ok_or(Fault::Corrupt(off))
+        self.base.checked_add(off as usize).ok_or(Fault::Corrupt)
     }
 }
 
@@ -210,7 +249,7 @@ impl<B: AsRef<[u8]>> Mem for SliceMem<B> {
             .mem
             .as_ref()
             .get(i..i + HDR as usize)
-            .ok_or(Fault::Corrupt(off))?;
+            .ok_or(Fault::Corrupt)?;
         let mut w = [0u8; 4];
         w.copy_from_slice(bytes);
         Ok(u32::from_le_bytes(w))
@@ -218,6 +257,20 @@ impl<B: AsRef<[u8]>> Mem for SliceMem<B> {
 }
 
 impl<B: AsRef<[u8]> + AsMut<[u8]>> MemMut for SliceMem<B> {
+    type Re<'a>
+        = SliceMem<&'a mut [u8]>
+    where
+        B: 'a;
+
+    #[inline(always)]
+    fn re(&mut self) -> SliceMem<&mut [u8]> {
+        SliceMem {
+            mem: self.mem.as_mut(),
+            base: self.base,
+            win: self.win,
+        }
+    }
+
     #[inline(always)]
     fn wr(&mut self, off: u32, v: u32) -> R<()> {
         let i = self.index(off)?;
@@ -225,7 +278,7 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> MemMut for SliceMem<B> {
             .mem
             .as_mut()
             .get_mut(i..i + HDR as usize)
-            .ok_or(Fault::Corrupt(off))?;
+            .ok_or(Fault::Corrupt)?;
         bytes.copy_from_slice(&v.to_le_bytes());
         Ok(())
     }
@@ -265,9 +318,9 @@ mod tests {
         assert!(m.wr(0, 7).is_ok());
         assert_eq!(m.rd(0), Ok(7));
         assert_eq!(m.rd(20), Ok(0));
-        assert_eq!(m.rd(21), Err(Fault::Corrupt(21)));
-        assert_eq!(m.rd(64), Err(Fault::Corrupt(64)));
-        assert_eq!(m.rd(u32::MAX), Err(Fault::Corrupt(u32::MAX)));
-        assert_eq!(m.wr(30, 1), Err(Fault::Corrupt(30)));
+        assert_eq!(m.rd(21), Err(Fault::Corrupt));
+        assert_eq!(m.rd(64), Err(Fault::Corrupt));
+        assert_eq!(m.rd(u32::MAX), Err(Fault::Corrupt));
+        assert_eq!(m.wr(30, 1), Err(Fault::Corrupt));
     }
 }

@@ -131,7 +131,7 @@ impl GuestHeap {
         let p = self.off(addr);
         let po = self.pool_offset as usize;
         let mut m = self.mem(mem);
-        self.core.free(&mut m, p).map_err(|f| to_error(f, po))
+        self.core.free(&mut m, p).map_err(|f| to_error(f, po, p))
     }
 
     /// Resizes the block at `addr` to `size` bytes, in place when it can;

@@ -10,7 +10,7 @@ use core::ptr::NonNull;
 use linmem_memory::{FixedRegion, HeapError, HeapStats, MemorySource, RawHeap, Violation};
 
 use crate::EmsStats;
-use crate::bins::{NSMALL, SMALL_LIMIT, T_NEXT, small_index};
+use crate::bins::{NSMALL, NTREES, SMALL_LIMIT, T_NEXT, TreeMask, small_index, tree_index};
 use crate::block::{
     FREE, Fault, GAP, GRAIN, HDR, Hmu, MAX_END, MIN_BLOCK, Mem, MemMut, R, RawMem, USED,
 };
@@ -50,7 +50,7 @@ impl core::error::Error for PoolError {}
 /// the pool unchanged.
 ///
 /// The fields are governed by the invariants of the crate docs: `first`,
-/// `end` by I1; `small`, `small_mask` by I6; `root` by I7; the counters by
+/// `end` by I1; `small`, `small_mask` by I6; `roots`, `tree_bits` by I7; the counters by
 /// I8; `corrupted` by I11.
 #[repr(C)]
 #[derive(Clone, Debug)]
@@ -63,7 +63,10 @@ pub(crate) struct Core {
     /// Sticky: non-zero once any check failed.
     pub(crate) corrupted: u32,
     pub(crate) small_mask: u32,
-    pub(crate) root: u32,
+    /// Roots of the size trees, and a bitmap of the non-empty ones.
+    pub(crate) roots: [u32; NTREES],
+    /// The tree bitmap as two words (a `u128` would raise the alignment).
+    pub(crate) tree_bits: [u64; 2],
     /// The free block that ends at the sentinel, if any (0: none); it is in
     /// no list and not in the tree, and is used only when nothing else fits.
     pub(crate) top: u32,
@@ -98,7 +101,8 @@ impl Core {
             end: 0,
             corrupted: 0,
             small_mask: 0,
-            root: 0,
+            roots: [0; NTREES],
+            tree_bits: [0; 2],
             top: 0,
             small: [0; NSMALL],
             used_bytes: 0,
@@ -127,6 +131,18 @@ impl Core {
             && self.end.is_multiple_of(GRAIN)
             && self.end <= len
             && self.end >= self.first + MIN_BLOCK + HDR
+    }
+
+    /// The bitmap of non-empty trees (I7).
+    #[inline(always)]
+    pub(crate) fn tree_mask(&self) -> TreeMask {
+        (self.tree_bits[1] as TreeMask) << 64 | self.tree_bits[0] as TreeMask
+    }
+
+    /// Stores the bitmap of non-empty trees.
+    #[inline(always)]
+    pub(crate) fn set_tree_mask(&mut self, mask: TreeMask) {
+        self.tree_bits = [mask as u64, (mask >> 64) as u64];
     }
 
     /// Whether the heap failed closed.
@@ -184,7 +200,7 @@ impl Core {
         } else if size < SMALL_LIMIT {
             self.list_push(m, b, size)
         } else {
-            self.tree_insert(m, b, size)
+            self.tree_insert(&mut m.re(), b, size)
         }
     }
 
@@ -205,9 +221,9 @@ impl Core {
         } else if size < SMALL_LIMIT {
             self.list_remove(m, b, size)?;
         } else {
-            self.tree_remove(m, b, size)?;
+            self.tree_remove(&mut m.re(), b, size)?;
         }
-        self.uncount_free(b, size)
+        self.uncount_free(size)
     }
 
     /// Takes the top block when it holds `need` bytes.
@@ -219,20 +235,20 @@ impl Core {
         }
         let size = self.free_size(m, t)?;
         if t + size != self.end - HDR {
-            return Err(Fault::Corrupt(t));
+            return Err(Fault::Corrupt);
         }
         if size < need {
             return Ok(None);
         }
         self.top = 0;
-        self.uncount_free(t, size)?;
+        self.uncount_free(size)?;
         Ok(Some((t, size)))
     }
 
     #[inline(always)]
-    fn uncount_free(&mut self, b: u32, size: u32) -> R<()> {
-        self.free_bytes = self.free_bytes.checked_sub(size).ok_or(Fault::Corrupt(b))?;
-        self.free_blocks = self.free_blocks.checked_sub(1).ok_or(Fault::Corrupt(b))?;
+    fn uncount_free(&mut self, size: u32) -> R<()> {
+        self.free_bytes = self.free_bytes.checked_sub(size).ok_or(Fault::Corrupt)?;
+        self.free_blocks = self.free_blocks.checked_sub(1).ok_or(Fault::Corrupt)?;
         Ok(())
     }
 
@@ -247,17 +263,17 @@ impl Core {
                 let i = mask.trailing_zeros() as usize;
                 let b = self.list_pop(m, i)?;
                 let size = i as u32 * GRAIN;
-                self.uncount_free(b, size)?;
+                self.uncount_free(size)?;
                 return Ok(Some((b, size)));
             }
         }
-        let (n, _) = self.best_fit(m, need)?;
+        let (n, _) = self.best_fit(&m.re(), need)?;
         if n == 0 {
             return self.take_top(m, need);
         }
         let size = self.node_size(m, n)?;
-        let b = self.take_large(m, n, size)?;
-        self.uncount_free(b, size)?;
+        let b = self.take_large(&mut m.re(), n, size)?;
+        self.uncount_free(size)?;
         Ok(Some((b, size)))
     }
 
@@ -318,7 +334,7 @@ impl Core {
         let r = if align <= GRAIN as usize {
             self.alloc_plain(m, need)
         } else {
-            self.alloc_aligned(m, base_addr, need, align)
+            self.alloc_aligned(&mut m.re(), base_addr, need, align)
         };
         self.seal(r)
     }
@@ -332,7 +348,11 @@ impl Core {
             self.carve(m, b, size, need)?;
             return Ok(Some(b + HDR));
         }
-        let (n, floor) = self.best_fit(m, need)?;
+        let (n, floor) = if self.tree_mask() >> tree_index(need) == 0 {
+            (0, 0)
+        } else {
+            self.best_fit(&m.re(), need)?
+        };
         if n == 0 {
             let Some((b, size)) = self.take_top(m, need)? else {
                 return Ok(None);
@@ -342,11 +362,15 @@ impl Core {
         }
         let size = self.node_size(m, n)?;
         let rest = size - need;
-        if rest >= SMALL_LIMIT && rest > floor && self.link(m, n + T_NEXT)? == 0 {
+        if rest >= SMALL_LIMIT
+            && rest > floor
+            && tree_index(rest) == tree_index(size)
+            && self.link(m, n + T_NEXT)? == 0
+        {
             return self.carve_tail(m, n, size, need).map(Some);
         }
-        let b = self.take_large(m, n, size)?;
-        self.uncount_free(b, size)?;
+        let b = self.take_large(&mut m.re(), n, size)?;
+        self.uncount_free(size)?;
         self.carve(m, b, size, need)?;
         Ok(Some(b + HDR))
     }
@@ -368,7 +392,7 @@ impl Core {
         let nx = n + size;
         let nh = Hmu(m.rd(nx)?);
         m.wr(nx, nh.with_prev(true).0)?;
-        self.free_bytes = self.free_bytes.checked_sub(need).ok_or(Fault::Corrupt(n))?;
+        self.free_bytes = self.free_bytes.checked_sub(need).ok_or(Fault::Corrupt)?;
         self.used_bytes = self.used_bytes.wrapping_add(need);
         self.used_blocks = self.used_blocks.wrapping_add(1);
         self.high_water = self.high_water.max(self.used_bytes);
@@ -392,7 +416,40 @@ impl Core {
         let Some(req) = need.checked_add(a).and_then(|v| v.checked_add(MIN_BLOCK)) else {
             return Ok(None);
         };
-        let Some((b, size)) = self.find_free(m, req)? else {
+        let small = req < SMALL_LIMIT && self.small_mask & (u32::MAX << small_index(req)) != 0;
+        let (n, floor) = if small || self.tree_mask() >> tree_index(req) == 0 {
+            (0, 0)
+        } else {
+            self.best_fit(m, req)?
+        };
+        let found = if n != 0 {
+            // As in `alloc_plain`: take the block from the end of the best
+            // fit, at the highest aligned payload, when the node can shrink
+            // in place (I7). `req <= size` puts that payload at least
+            // `MIN_BLOCK` above the node start.
+            let size = self.node_size(m, n)?;
+            let last = base_addr.wrapping_add((n + size - need + HDR) as usize);
+            let payload = last & !(align - 1);
+            let rest = (payload.wrapping_sub(base_addr) as u32)
+                .wrapping_sub(HDR)
+                .wrapping_sub(n);
+            if rest >= SMALL_LIMIT
+                && rest < size
+                && rest > floor
+                && tree_index(rest) == tree_index(size)
+                && self.link(m, n + T_NEXT)? == 0
+            {
+                return self.carve_tail(m, n, size, size - rest).map(Some);
+            }
+            let b = self.take_large(m, n, size)?;
+            self.uncount_free(size)?;
+            Some((b, size))
+        } else if small {
+            self.find_free(m, req)?
+        } else {
+            self.take_top(m, req)?
+        };
+        let Some((b, size)) = found else {
             return Ok(None);
         };
         let payload = base_addr.wrapping_add((b + HDR) as usize);
@@ -418,44 +475,55 @@ impl Core {
     /// The fail-closed check of a payload offset passed in by a caller:
     /// inside the pool, 8-aligned, a sane live header, and neighbours that
     /// agree (I2, I3, I5). O(1): a handful of loads and compares.
+    #[cfg(not(feature = "bench-unchecked"))]
     #[inline(always)]
     pub(crate) fn check_used<M: Mem>(&self, m: &M, p: u32) -> R<(u32, Hmu)> {
         if !p.is_multiple_of(GRAIN) || p < self.first + HDR || p >= self.end {
-            return Err(Fault::Foreign(p));
+            return Err(Fault::Foreign);
         }
         let b = p - HDR;
         let h = Hmu(m.rd(b)?);
         match h.usage() {
             USED => {}
-            FREE => return Err(Fault::DoubleFree(p)),
-            _ => return Err(Fault::Foreign(p)),
+            FREE => return Err(Fault::DoubleFree),
+            _ => return Err(Fault::Foreign),
         }
         let size = h.size();
         if size < MIN_BLOCK || size > self.end - HDR - b {
-            return Err(Fault::Corrupt(b));
+            return Err(Fault::Corrupt);
         }
         let next = b + size;
         let nh = Hmu(m.rd(next)?);
         if !nh.prev_used() {
-            return Err(Fault::Corrupt(next));
+            return Err(Fault::Corrupt);
         }
         if nh.usage() == FREE {
             let ns = nh.size();
             if ns < MIN_BLOCK || ns > self.end - HDR - next || m.rd(next + ns - HDR)? != ns {
-                return Err(Fault::Corrupt(next));
+                return Err(Fault::Corrupt);
             }
         }
         if !h.prev_used() {
             let ps = m.rd(b - HDR)?;
             if ps < MIN_BLOCK || ps % GRAIN != 0 || ps > b - self.first {
-                return Err(Fault::Corrupt(b));
+                return Err(Fault::Corrupt);
             }
             let ph = Hmu(m.rd(b - ps)?);
             if ph.usage() != FREE || ph.size() != ps {
-                return Err(Fault::Corrupt(b - ps));
+                return Err(Fault::Corrupt);
             }
         }
         Ok((b, h))
+    }
+
+    /// Measurement only (feature `bench-unchecked`): the integrity check
+    /// compiled out, so the benchmark can show its cost. The header is read
+    /// through the bounds-checked accessor (I10) and trusted.
+    #[cfg(feature = "bench-unchecked")]
+    #[inline(always)]
+    pub(crate) fn check_used<M: Mem>(&self, m: &M, p: u32) -> R<(u32, Hmu)> {
+        let b = p.wrapping_sub(HDR);
+        Ok((b, Hmu(m.rd(b)?)))
     }
 
     /// Frees the live block with payload offset `p`, coalescing with both
@@ -471,44 +539,67 @@ impl Core {
     fn free_inner<M: MemMut>(&mut self, m: &mut M, p: u32) -> R<()> {
         let (b, h) = self.check_used(m, p)?;
         let size = h.size();
-        self.used_bytes = self.used_bytes.checked_sub(size).ok_or(Fault::Corrupt(b))?;
-        self.used_blocks = self.used_blocks.checked_sub(1).ok_or(Fault::Corrupt(b))?;
+        self.used_bytes = self.used_bytes.checked_sub(size).ok_or(Fault::Corrupt)?;
+        self.used_blocks = self.used_blocks.checked_sub(1).ok_or(Fault::Corrupt)?;
+        // Marked free even when it merges into the block before it: a stale
+        // header inside a free block then still reads as a double free.
         m.wr(b, Hmu::new(FREE, size, h.prev_used()).0)?;
         self.release(m, b, size, h.prev_used())
     }
 
-    /// Files `[b, b + size)`, just made free, merged with free neighbours.
-    /// The neighbours were checked by [`check_used`](Self::check_used) or
-    /// are known by construction.
+    /// Files `[b, b + size)`, just made free, merged with free neighbours,
+    /// and writes its header and footer. The neighbours were checked by
+    /// [`check_used`](Self::check_used) or are known by construction.
     #[inline(always)]
     fn release<M: MemMut>(&mut self, m: &mut M, b: u32, size: u32, prev_used: bool) -> R<()> {
         let mut start = b;
         let mut total = size;
         let mut pbit = prev_used;
+        // A free neighbour in the size tree, left in place for now: the
+        // merged block may simply take its place (`tree_regrow`).
+        let mut kept = None;
         let next = b + size;
         let nh = Hmu(m.rd(next)?);
         if nh.usage() == FREE {
+            // The block after the merged one already has its previous-free
+            // bit clear (I3: `next` was free).
             let ns = nh.size();
-            self.remove_free(m, next, ns)?;
+            if ns >= SMALL_LIMIT && next != self.top {
+                kept = Some((next, ns));
+            } else {
+                self.remove_free(m, next, ns)?;
+            }
             total += ns;
+        } else {
+            m.wr(next, nh.with_prev(false).0)?;
         }
         if !prev_used {
             let ps = m.rd(b - HDR)?;
-            let pb = b.checked_sub(ps).ok_or(Fault::Corrupt(b))?;
+            let pb = b.checked_sub(ps).ok_or(Fault::Corrupt)?;
             let ph = Hmu(m.rd(pb)?);
             if ph.usage() != FREE || ph.size() != ps {
-                return Err(Fault::Corrupt(pb));
+                return Err(Fault::Corrupt);
             }
-            self.remove_free(m, pb, ps)?;
+            if ps >= SMALL_LIMIT && kept.is_none() {
+                kept = Some((pb, ps));
+            } else {
+                self.remove_free(m, pb, ps)?;
+            }
             start = pb;
             total += ps;
             pbit = ph.prev_used();
         }
         m.wr(start, Hmu::new(FREE, total, pbit).0)?;
         m.wr(start + total - HDR, total)?;
-        let after = start + total;
-        let ah = Hmu(m.rd(after)?);
-        m.wr(after, ah.with_prev(false).0)?;
+        if let Some((k, ks)) = kept {
+            if start + total != self.end - HDR
+                && self.tree_regrow(&mut m.re(), (k, ks), start, total)?
+            {
+                self.free_bytes = self.free_bytes.wrapping_add(total - ks);
+                return Ok(());
+            }
+            self.remove_free(m, k, ks)?;
+        }
         self.insert_free(m, start, total)
     }
 
@@ -530,8 +621,7 @@ impl Core {
             if rest >= MIN_BLOCK {
                 m.wr(b, Hmu::new(USED, need, pbit).0)?;
                 let r = b + need;
-                m.wr(r, Hmu::new(FREE, rest, true).0)?;
-                self.used_bytes = self.used_bytes.checked_sub(rest).ok_or(Fault::Corrupt(b))?;
+                self.used_bytes = self.used_bytes.checked_sub(rest).ok_or(Fault::Corrupt)?;
                 self.release(m, r, rest, true)?;
             }
             return Ok(true);
@@ -565,17 +655,33 @@ impl Core {
     /// beyond the current end, the bytes between are foreign: they become a
     /// gap block (I9). Growth too small to hold a block is ignored.
     pub(crate) fn extend<M: MemMut>(&mut self, m: &mut M, region: u32, new_end: u32) -> R<bool> {
+        match self.extend_raw(m, region, new_end)? {
+            Some(p) => self.free(m, p).map(|()| true),
+            None => Ok(false),
+        }
+    }
+
+    /// [`extend`](Self::extend) up to the last step: the new space is left
+    /// as a live block whose payload offset is returned, for the caller to
+    /// free (so a front end can use its one out-of-line copy of `free`).
+    /// `Ok(None)`: the growth was too small to use.
+    pub(crate) fn extend_raw<M: MemMut>(
+        &mut self,
+        m: &mut M,
+        region: u32,
+        new_end: u32,
+    ) -> R<Option<u32>> {
         self.open()?;
         let r = self.extend_inner(m, region, new_end);
         self.seal(r)
     }
 
-    fn extend_inner<M: MemMut>(&mut self, m: &mut M, region: u32, new_end: u32) -> R<bool> {
+    fn extend_inner<M: MemMut>(&mut self, m: &mut M, region: u32, new_end: u32) -> R<Option<u32>> {
         let new_end = new_end.min(MAX_END) & !(GRAIN - 1);
         let s = self.end - HDR;
         let sh = Hmu(m.rd(s)?);
         if sh.usage() != USED || sh.size() != 0 {
-            return Err(Fault::Corrupt(s));
+            return Err(Fault::Corrupt);
         }
         let (nb, pbit) = if region <= self.end {
             (s, sh.prev_used())
@@ -584,15 +690,15 @@ impl Core {
                 .checked_next_multiple_of(GRAIN)
                 .and_then(|v| v.checked_add(HDR))
             else {
-                return Ok(false);
+                return Ok(None);
             };
             (nb, true)
         };
         let Some(size) = new_end.checked_sub(HDR).and_then(|v| v.checked_sub(nb)) else {
-            return Ok(false);
+            return Ok(None);
         };
         if size < MIN_BLOCK {
-            return Ok(false);
+            return Ok(None);
         }
         if nb != s {
             let gap = nb - s;
@@ -612,8 +718,7 @@ impl Core {
         }
         self.used_bytes = self.used_bytes.wrapping_add(size);
         self.used_blocks = self.used_blocks.wrapping_add(1);
-        self.free_inner(m, nb + HDR)?;
-        Ok(true)
+        Ok(Some(nb + HDR))
     }
 
     /// The summary every allocator reports (footprint filled by the caller).
@@ -638,13 +743,14 @@ impl Core {
     }
 }
 
-/// Maps a fault to the public error, with absolute addresses.
-pub(crate) fn to_error(f: Fault, base_addr: usize) -> HeapError {
-    let at = |off: u32| base_addr.wrapping_add(off as usize);
+/// Maps a fault of a call about payload offset `p` to the public error,
+/// with absolute addresses (damage is reported at the pool base).
+pub(crate) fn to_error(f: Fault, base_addr: usize, p: u32) -> HeapError {
+    let addr = base_addr.wrapping_add(p as usize);
     match f {
-        Fault::Corrupt(o) => HeapError::Corrupted { addr: at(o) },
-        Fault::DoubleFree(o) => HeapError::DoubleFree { addr: at(o) },
-        Fault::Foreign(o) => HeapError::ForeignPointer { addr: at(o) },
+        Fault::Corrupt => HeapError::Corrupted { addr: base_addr },
+        Fault::DoubleFree => HeapError::DoubleFree { addr },
+        Fault::Foreign => HeapError::ForeignPointer { addr },
         Fault::Closed => HeapError::FailedClosed,
     }
 }
@@ -772,8 +878,12 @@ impl<S: MemorySource> Heap<S> {
         // SAFETY: I10 for the old pool, the caller's contract for the bytes
         // up to `new_end`.
         let mut m = unsafe { RawMem::new(base, 0, new_end) };
-        let r = self.core.extend(&mut m, end, new_end);
-        r.map(|_| ()).map_err(|f| to_error(f, base.as_ptr().addr()))
+        let r = match self.core.extend_raw(&mut m, end, new_end) {
+            Ok(Some(p)) => self.free_once(p),
+            Ok(None) => Ok(()),
+            Err(f) => Err(f),
+        };
+        r.map_err(|f| to_error(f, base.as_ptr().addr(), 0))
     }
 
     /// Total, free, high-water mark and block-size histograms, by a walk of
@@ -835,7 +945,10 @@ impl<S: MemorySource> Heap<S> {
                 // valid and ours; bytes between are only touched if they
                 // form a gap, whose interior is never accessed (I9).
                 let mut m = unsafe { RawMem::new(base, 0, new_end) };
-                matches!(self.core.extend(&mut m, off as u32, new_end), Ok(true))
+                match self.core.extend_raw(&mut m, off as u32, new_end) {
+                    Ok(Some(p)) => self.free_once(p).is_ok(),
+                    _ => false,
+                }
             }
         }
     }
@@ -846,6 +959,13 @@ impl<S: MemorySource> Heap<S> {
         if self.core.is_corrupted() || !self.grow(need, align) {
             return None;
         }
+        self.alloc_once(need, align)
+    }
+
+    /// One allocation attempt without growth: the out-of-line copy of the
+    /// fast path, for the slow paths (so they do not inline it again).
+    #[inline(never)]
+    fn alloc_once(&mut self, need: u32, align: usize) -> Option<NonNull<u8>> {
         let base = self.base?;
         let mut m = self.mem(base);
         let p = self
@@ -853,6 +973,17 @@ impl<S: MemorySource> Heap<S> {
             .alloc(&mut m, base.as_ptr().addr(), need, align)
             .ok()??;
         Some(Self::ptr(base, p))
+    }
+
+    /// Frees the block at payload offset `p`: the one copy of the free
+    /// path, for `dealloc`, `realloc` and growth.
+    #[inline(never)]
+    fn free_once(&mut self, p: u32) -> R<()> {
+        let Some(base) = self.base else {
+            return Err(Fault::Foreign);
+        };
+        let mut m = self.mem(base);
+        self.core.free(&mut m, p)
     }
 }
 
@@ -885,15 +1016,10 @@ impl<S: MemorySource> RawHeap for Heap<S> {
     #[inline(always)]
     fn alloc(&mut self, layout: Layout) -> Option<NonNull<u8>> {
         let (need, align) = request(layout)?;
-        if let Some(base) = self.base {
-            let mut m = self.mem(base);
-            match self.core.alloc(&mut m, base.as_ptr().addr(), need, align) {
-                Ok(Some(p)) => return Some(Self::ptr(base, p)),
-                Ok(None) => {}
-                Err(_) => return None,
-            }
+        match self.alloc_once(need, align) {
+            Some(p) => Some(p),
+            None => self.alloc_slow(need, align),
         }
-        self.alloc_slow(need, align)
     }
 
     #[inline(always)]
@@ -905,14 +1031,16 @@ impl<S: MemorySource> RawHeap for Heap<S> {
         };
         let addr = base.as_ptr().addr();
         let p = Self::offset(base, ptr);
-        let mut m = self.mem(base);
-        if !self.core.is_corrupted() && !ptr.as_ptr().addr().is_multiple_of(layout.align()) {
+        if cfg!(not(feature = "bench-unchecked"))
+            && !self.core.is_corrupted()
+            && ptr.as_ptr().addr() & (layout.align() - 1) != 0
+        {
             self.core.corrupted = 1;
             return Err(HeapError::LayoutMismatch {
                 addr: ptr.as_ptr().addr(),
             });
         }
-        self.core.free(&mut m, p).map_err(|f| to_error(f, addr))
+        self.free_once(p).map_err(|f| to_error(f, addr, p))
     }
 
     #[inline]
@@ -930,15 +1058,16 @@ impl<S: MemorySource> RawHeap for Heap<S> {
             return Some(ptr);
         }
         let old_usable = self.core.usable(&m, p).ok()?;
-        let new_layout = Layout::from_size_align(new_size, layout.align()).ok()?;
-        let new = self.alloc(new_layout)?;
+        let align = layout.align();
+        let new = match self.alloc_once(need, align) {
+            Some(new) => new,
+            None => self.alloc_slow(need, align)?,
+        };
         let n = (old_usable as usize).min(new_size);
         // SAFETY: I10: both blocks are live and distinct, each at least `n`
         // bytes of payload.
         unsafe { core::ptr::copy_nonoverlapping(ptr.as_ptr(), new.as_ptr(), n) };
-        let base = self.base?;
-        let mut m = self.mem(base);
-        self.core.free(&mut m, p).ok()?;
+        self.free_once(p).ok()?;
         Some(new)
     }
 
@@ -1094,7 +1223,7 @@ impl EmsPool {
         let addr = self.addr();
         let p = u32::try_from(ptr.as_ptr().addr().wrapping_sub(addr)).unwrap_or(u32::MAX);
         let (core, mut m) = self.parts();
-        core.free(&mut m, p).map_err(|f| to_error(f, addr))
+        core.free(&mut m, p).map_err(|f| to_error(f, addr, p))
     }
 
     /// Resizes a block to `new_size` bytes (8-aligned), in place when the
@@ -1162,7 +1291,7 @@ impl EmsPool {
                 Ok(())
             }
             Ok(false) => Ok(()),
-            Err(f) => Err(to_error(f, addr)),
+            Err(f) => Err(to_error(f, addr, 0)),
         }
     }
 

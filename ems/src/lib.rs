@@ -13,14 +13,21 @@
 //! Free blocks below 256 bytes wait in 32 exact-size, doubly linked lists
 //! (8-byte steps) with a bitmap of the non-empty ones: a small request takes
 //! the head of the smallest non-empty list that fits. Larger free blocks sit
-//! in a size-ordered AVL tree (WAMR's tree is unbalanced; ours stays
-//! balanced, so every operation is logarithmic even when blocks are freed in
-//! increasing size order); blocks of equal size are chained behind their
-//! tree node, so they come and go without rebalancing. Allocation is best
-//! fit; the rest of a split block goes back as a free block. When the best
-//! fit is a tree node without equal-size companions and its rest stays above
-//! every smaller size in the tree, the block is allocated from its end and
-//! the node just shrinks in place, with no tree update at all. The free
+//! in size-ordered AVL trees, one per quarter power of two (96 trees, with a
+//! bitmap of the non-empty ones), so each tree stays small. WAMR's tree is
+//! unbalanced; ours stay balanced, so every operation is logarithmic even
+//! when blocks are freed in increasing size order. Nodes keep a parent link,
+//! so a node leaves its tree without a search from the root. Blocks of equal
+//! size are chained behind their tree node, so they come and go without
+//! rebalancing. Allocation is best fit: the best fit in the request's own
+//! tree, else the smallest block of the next non-empty tree; the rest of a
+//! split block goes back as a free block. When the best fit is a tree node
+//! without equal-size companions and its rest stays in the same tree above
+//! every smaller size there, the block is allocated from its end and the
+//! node just shrinks in place, with no tree update at all (aligned requests
+//! too: the block goes at the highest aligned payload). Likewise a freed
+//! block merging with a tree node takes the node's place, resized in place,
+//! when its new size keeps the tree order. The free
 //! block at the end of the pool (the *top*, as in dlmalloc) stays out of the
 //! lists and the tree: it serves only requests nothing else fits, is split
 //! at its start, and absorbs growth.
@@ -66,6 +73,15 @@
 //! one offset space serve all growth (I9). Growth below the pool base or
 //! beyond 4 GiB of offsets cannot be used: the allocation returns `None`.
 //!
+//! Feature `bench-unchecked`: measurement only: removes the integrity checks
+//! (of free, realloc and usable size) so the benchmark can show their cost;
+//! never enable it in a real build. The rest of the heap is unchanged; the
+//! fail-closed unit tests do not hold under it.
+//!
+//! Feature `c-exports` (wasm32 only; does nothing elsewhere): makes `Global`
+//! the module's global allocator and exports C's `malloc` family over it
+//! (see `linmem_memory`'s "C exports").
+//!
 //! # Block layout
 //!
 //! ```text
@@ -99,8 +115,10 @@
 //!   consistent back links; a list's bitmap bit is set exactly when the list
 //!   is non-empty; every free block is in exactly one free structure.
 //! - **I7** Every other free block of 256 bytes or more is a node of the
-//!   size tree or chained behind the node of its size; the tree is ordered by size
-//!   with distinct node sizes, every node's stored height is right and its
+//!   size tree of its size class or chained behind the node of its size; a
+//!   tree's bitmap bit is set exactly when it is non-empty; each tree is ordered by size
+//!   with distinct node sizes, every node's parent link names its parent (0
+//!   at the root), every node's stored height is right and its
 //!   subtrees differ in height by at most one (AVL), so its height is below
 //!   `1.45 * log2(n) + 2`.
 //! - **I8** The counters (bytes and blocks in use and free) agree with the

@@ -150,6 +150,32 @@ fn tree_stays_balanced_when_freed_in_increasing_size_order() {
 }
 
 #[test]
+fn one_size_tree_stays_balanced_when_freed_in_increasing_size_order() {
+    // All in the tree of [16 KiB, 20 KiB): the adversarial order for one tree.
+    let sizes: Vec<usize> = (0..n(480, 20)).map(|i| 16 * 1024 + i * 8).collect();
+    tree_depth_for_order(&sizes);
+    let (mut h, _sim) = sim_heap(n(256, 16));
+    let mut blocks = Vec::new();
+    for &s in &sizes {
+        blocks.push((h.alloc(lay(s)).unwrap(), s));
+        h.alloc(lay(8)).unwrap();
+    }
+    for (p, s) in blocks {
+        // SAFETY: test: live block.
+        unsafe { h.dealloc(p, lay(s)).unwrap() };
+    }
+    let st = h.ems_stats().unwrap();
+    assert!(st.tree_nodes >= sizes.len());
+    // AVL: at most 1.45 * log2(n + 2) high, for n = 480: 12; unbalanced: 480.
+    let bound = 1.45 * (st.tree_nodes as f64 + 2.0).log2();
+    assert!(
+        (st.tree_height as f64) <= bound,
+        "height {}",
+        st.tree_height
+    );
+}
+
+#[test]
 fn tree_stays_balanced_when_freed_in_decreasing_size_order() {
     let sizes: Vec<usize> = (0..n(2000, 60)).rev().map(|i| 256 + i * 8).collect();
     tree_depth_for_order(&sizes);
@@ -424,6 +450,29 @@ fn double_free_fails_closed_and_stays_closed() {
     }
     assert!(h.alloc(lay(8)).is_none());
     assert!(h.verify().is_err());
+}
+
+#[test]
+fn double_free_of_a_block_merged_into_its_free_neighbours_is_still_caught() {
+    for (size, align) in [(64, 8), (600, 8), (100, 4096)] {
+        let (mut h, _sim) = sim_heap(4);
+        let a = h.alloc(lay(300)).unwrap();
+        let layout = Layout::from_size_align(size, align).unwrap();
+        let b = h.alloc(layout).unwrap();
+        let c = h.alloc(lay(300)).unwrap();
+        // SAFETY: test: misuse is detected, never undefined here (pool memory).
+        unsafe {
+            h.dealloc(a, lay(300)).unwrap();
+            h.dealloc(c, lay(300)).unwrap();
+            h.dealloc(b, layout).unwrap();
+            h.verify().unwrap();
+            assert!(matches!(
+                h.dealloc(b, layout),
+                Err(HeapError::DoubleFree { .. })
+            ));
+        }
+        assert!(h.is_corrupted());
+    }
 }
 
 #[test]
@@ -829,7 +878,8 @@ fn in_pool_heap_never_misbehaves_on_random_garbage_in_the_pool() {
             }
         }
         for _ in 0..(1 + round % 6) {
-            let at = crate::heap::STATE_BYTES as usize + r.below(len as u64 - 200) as usize;
+            let state = crate::heap::STATE_BYTES as usize;
+            let at = state + r.below((len - state - 4) as u64) as usize;
             // SAFETY: test: inside the pool's blocks, no reference live.
             unsafe { base.add(at).cast::<u32>().write_unaligned(r.next() as u32) };
         }

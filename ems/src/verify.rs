@@ -3,7 +3,10 @@
 
 use linmem_memory::Violation;
 
-use crate::bins::{MAX_DEPTH, NSMALL, SMALL_LIMIT, T_HEIGHT, T_LEFT, T_NEXT, T_PREV, T_RIGHT};
+use crate::bins::{
+    MAX_DEPTH, NSMALL, NTREES, SMALL_LIMIT, T_HEIGHT, T_LEFT, T_NEXT, T_PARENT, T_PREV, T_RIGHT,
+    tree_min,
+};
 use crate::block::{FREE, GAP, GRAIN, HDR, Hmu, MIN_BLOCK, Mem, USED};
 use crate::heap::Core;
 
@@ -71,9 +74,15 @@ impl<M: Mem> Walk<'_, M> {
             .map_err(|_| self.bad(inv, off, "link or block outside the pool"))
     }
 
-    /// Checks the subtree at `n` (sizes strictly inside `(lo, hi)`); returns
-    /// its height.
-    fn tree(&mut self, n: u32, lo: u32, hi: u32, depth: u32) -> Result<u32, Violation> {
+    /// Checks the subtree at `n` (sizes strictly inside `(lo, hi)`, parent
+    /// `parent`); returns its height.
+    fn tree(
+        &mut self,
+        n: u32,
+        parent: u32,
+        (lo, hi): (u32, u32),
+        depth: u32,
+    ) -> Result<u32, Violation> {
         if n == 0 {
             return Ok(0);
         }
@@ -94,10 +103,13 @@ impl<M: Mem> Walk<'_, M> {
         if self.rd(7, n + T_PREV)? != 0 {
             return Err(self.bad(7, n, "tree node has a chain predecessor"));
         }
+        if self.rd(7, n + T_PARENT)? != parent {
+            return Err(self.bad(7, n, "tree node's parent link is wrong"));
+        }
         let l = self.rd(7, n + T_LEFT)?;
         let r = self.rd(7, n + T_RIGHT)?;
-        let hl = self.tree(l, lo, size, depth + 1)?;
-        let hr = self.tree(r, size, hi, depth + 1)?;
+        let hl = self.tree(l, n, (lo, size), depth + 1)?;
+        let hr = self.tree(r, n, (size, hi), depth + 1)?;
         if hl.abs_diff(hr) > 1 {
             return Err(self.bad(7, n, "tree node out of AVL balance"));
         }
@@ -242,7 +254,22 @@ impl Core {
             let size = Hmu(w.rd(6, self.top)?).size();
             w.count(self.top, size)?;
         }
-        st.tree_height = w.tree(self.root, 0, u32::MAX, 0)?;
+        for t in 0..NTREES {
+            let root = self.roots[t];
+            if (root != 0) != (self.tree_mask() >> t & 1 != 0) {
+                return Err(w.bad(7, root, "tree mask bit disagrees"));
+            }
+            let hi = if t + 1 < NTREES {
+                tree_min(t + 1)
+            } else {
+                u32::MAX
+            };
+            let h = w.tree(root, 0, (tree_min(t) - 1, hi), 0)?;
+            st.tree_height = st.tree_height.max(h);
+        }
+        if self.tree_mask() >> NTREES != 0 {
+            return Err(w.bad(7, 0, "tree mask bit beyond the trees"));
+        }
         st.tree_nodes = w.nodes;
         if w.blocks != st.free_blocks || w.bytes != st.free {
             return Err(w.bad(6, 0, "a free block is missing from the free structures"));
