@@ -131,7 +131,19 @@ impl GuestHeap {
         let p = self.off(addr);
         let po = self.pool_offset as usize;
         let mut m = self.mem(mem);
-        self.core.free(&mut m, p).map_err(|f| to_error(f, po, p))
+        // Errors name the guest address itself, also when it lies below the
+        // pool (where `p` is the out-of-range marker, not an offset).
+        self.core
+            .free(&mut m, p)
+            .map_err(|f| match to_error(f, po, p) {
+                HeapError::DoubleFree { .. } => HeapError::DoubleFree {
+                    addr: addr as usize,
+                },
+                HeapError::ForeignPointer { .. } => HeapError::ForeignPointer {
+                    addr: addr as usize,
+                },
+                e => e,
+            })
     }
 
     /// Resizes the block at `addr` to `size` bytes, in place when it can;

@@ -729,6 +729,19 @@ fn guest_heap_extends_when_guest_memory_grows() {
 }
 
 #[test]
+fn guest_heap_errors_name_the_guest_address_also_below_the_pool() {
+    let mut mem = vec![0u8; 64 * 1024];
+    let mut g = GuestHeap::init(&mut mem, 4096, 16 * 1024).unwrap();
+    let a = g.malloc(&mut mem, 100).unwrap();
+    assert_eq!(
+        g.free(&mut mem, 0x100),
+        Err(HeapError::ForeignPointer { addr: 0x100 })
+    );
+    assert!(g.is_corrupted());
+    assert_eq!(g.free(&mut mem, a), Err(HeapError::FailedClosed));
+}
+
+#[test]
 fn guest_heap_init_checks_its_arguments() {
     let mut mem = vec![0u8; 4096];
     assert_eq!(
