@@ -25,34 +25,28 @@ pub(crate) struct Span {
 /// grew memory since it was measured); then the region is the tail plus just
 /// the missing pages (none when the tail alone is long enough). Otherwise the
 /// tail is dropped and fresh pages serve the request. One grow at most.
+///
+/// Written for code size (it is on every wasm module's allocation path):
+/// one page count, one grow, one length check that also covers the race.
 #[inline(always)]
 pub(crate) fn grow_from<P: Pages>(mem: &mut P, tail: Option<Span>, bytes: usize) -> Option<Span> {
-    let end = mem.size_pages() * PAGE_SIZE;
+    let size = mem.size_pages();
+    let end = size * PAGE_SIZE;
     let start = match tail {
         Some(t) if t.end == end && t.start < end => t.start,
         _ => end,
     };
-    let pages = crate::align_up(bytes.saturating_sub(end - start), PAGE_SIZE)? / PAGE_SIZE;
+    // `div_ceil` cannot overflow; an absurd page count makes the grow fail.
+    let pages = bytes.saturating_sub(end - start).div_ceil(PAGE_SIZE);
     let old = if pages == 0 {
-        end / PAGE_SIZE
+        size
     } else {
         mem.grow_pages(pages)?
     };
-    let new_end = (old + pages) * PAGE_SIZE;
-    if old * PAGE_SIZE == end {
-        Some(Span {
-            start,
-            end: new_end,
-        })
-    } else if pages * PAGE_SIZE >= bytes {
-        Some(Span {
-            start: old * PAGE_SIZE,
-            end: new_end,
-        })
-    } else {
-        // Another thread grew memory between our size read and our grow,
-        // during the very grow that claimed a tail (wasm threads only): the
-        // pages we got are too few and are left unused.
-        None
-    }
+    // When another thread grew memory between our size read and our grow
+    // (wasm threads only), the tail no longer adjoins our pages: they serve
+    // alone, if they are enough (else they are left unused).
+    let start = if old == size { start } else { old * PAGE_SIZE };
+    let end = (old + pages) * PAGE_SIZE;
+    (end - start >= bytes).then_some(Span { start, end })
 }

@@ -23,7 +23,9 @@ static TAIL_CLAIMED: AtomicBool = AtomicBool::new(false);
 /// the initial pages; at most one source per module ever claims it.
 #[derive(Debug)]
 pub struct WasmMemory {
-    claim_tail: bool,
+    /// Set by `new`: this source never claims the tail. (Negated so that
+    /// the global allocator's static is all zeros: no data segment.)
+    no_tail: bool,
 }
 
 impl WasmMemory {
@@ -33,7 +35,7 @@ impl WasmMemory {
     /// allocator, since the global allocator (std's default included) may
     /// own the initial tail.
     pub const fn new() -> Self {
-        Self { claim_tail: false }
+        Self { no_tail: true }
     }
 
     /// A source that first hands out `__heap_base..` end of initial memory.
@@ -47,7 +49,7 @@ impl WasmMemory {
     /// The tail is measured at the first grow: nothing may grow memory before
     /// it (later foreign growth is fine).
     pub const unsafe fn with_heap_base() -> Self {
-        Self { claim_tail: true }
+        Self { no_tail: false }
     }
 }
 
@@ -75,14 +77,15 @@ impl Pages for Memory0 {
 // by `with_heap_base`'s contract, by the global allocator alone.
 unsafe impl MemorySource for WasmMemory {
     fn grow(&mut self, bytes: usize) -> Option<Region> {
-        let claim = self.claim_tail && !TAIL_CLAIMED.load(Ordering::Acquire);
+        // Once claimed (by the first successful grow of a claiming source),
+        // TAIL_CLAIMED keeps every source, this one included, from the tail.
+        let claim = !self.no_tail && !TAIL_CLAIMED.load(Ordering::Acquire);
         let tail = claim.then(|| Span {
             start: core::ptr::addr_of!(__heap_base) as usize,
             end: wasm32::memory_size(0) * PAGE_SIZE,
         });
         let span = grow_from(&mut Memory0, tail, bytes)?;
-        if self.claim_tail {
-            self.claim_tail = false;
+        if claim {
             TAIL_CLAIMED.store(true, Ordering::Release);
         }
         // Address 0 is only reachable if memory started empty; skip a word.
