@@ -32,6 +32,10 @@ pub(crate) const MIN_REGION: usize = 4 * W;
 /// next root and of this root's end sentinel.
 pub(crate) const ROOT_HDR: usize = 4 * W;
 
+/// Bit 1 of a used region's *header* (never its footer): the region is a
+/// freed block parked in a quick list, not yet merged with its neighbours.
+pub(crate) const CACHED: usize = 2;
+
 /// The size word of an end sentinel: a used region of size zero.
 pub(crate) const END_SENTINEL: usize = USED;
 
@@ -40,6 +44,7 @@ pub(crate) const END_SENTINEL: usize = USED;
 pub(crate) const PHASE: usize = (GRAIN - W % GRAIN) % GRAIN;
 
 const _: () = assert!(GRAIN.is_power_of_two() && GRAIN >= W && GRAIN > USED);
+const _: () = assert!(CACHED != USED && CACHED < GRAIN);
 const _: () = assert!(MIN_REGION.is_multiple_of(GRAIN) && ROOT_HDR.is_multiple_of(GRAIN));
 const _: () = assert!(MIN_REGION >= OVERHEAD + 2 * size_of::<*mut u8>());
 const _: () = assert!((PHASE + W).is_multiple_of(GRAIN));

@@ -5,11 +5,23 @@ use core::ptr::NonNull;
 
 use linmem_memory::{HeapError, HeapStats, MemorySource, PAGE_SIZE, RawHeap, Violation};
 
-use crate::bins::{BUCKETS, bucket};
+use crate::bins::{BUCKETS, EXACT_LIMIT, bucket};
 use crate::block::{
-    END_SENTINEL, GRAIN, MIN_REGION, OVERHEAD, PHASE, ROOT_HDR, USED, W, get_link, null,
+    CACHED, END_SENTINEL, GRAIN, MIN_REGION, OVERHEAD, PHASE, ROOT_HDR, USED, W, get_link, null,
     region_for, set_link, set_region, set_word, word,
 };
+
+/// `hardened`: the word freed memory is filled with (I11): `0xA5` bytes.
+#[cfg(feature = "hardened")]
+pub(crate) const POISON_WORD: usize = usize::MAX / 0xFF * 0xA5;
+
+/// `hardened`: how many bytes past its links a free or cached region has
+/// poisoned (a bounded cost per free and reuse).
+#[cfg(feature = "hardened")]
+const POISON_PREFIX: usize = 32;
+
+/// Quick lists: one per region size below `EXACT_LIMIT` (index `size / GRAIN`).
+pub(crate) const QUICK: usize = EXACT_LIMIT / GRAIN;
 
 /// Regions tried per bucket on the fast path before moving to a larger one.
 const FAST_TRIES: usize = 1;
@@ -37,8 +49,16 @@ pub struct Heap<S: MemorySource> {
     pub(crate) source: S,
     /// I4: the first free region of each bucket, or null.
     pub(crate) heads: [*mut u8; BUCKETS],
-    /// I5: bit `b` is set iff bucket `b` is non-empty.
+    /// I5: bit `b` is set iff bucket `b` is non-empty (all clear once
+    /// failed closed, I9).
     pub(crate) mask: u64,
+    /// I10: the quick lists: freed small blocks of one exact region size
+    /// each, singly linked through their first payload word, not merged.
+    pub(crate) quick: [*mut u8; QUICK],
+    /// Region sizes below this are served from and freed to the quick
+    /// lists: `EXACT_LIMIT` once memory was grown, 0 before and once failed
+    /// closed (I9; zero-initialised, so the heap needs no data segment).
+    pub(crate) quick_limit: usize,
     /// I8: the start sentinel of the first root, or null before the first grow.
     pub(crate) first_root: *mut u8,
     /// I8: the start sentinel of the newest root.
@@ -47,18 +67,27 @@ pub struct Heap<S: MemorySource> {
     pub(crate) end: *mut u8,
     /// I8: the address just past the newest root's memory.
     pub(crate) mem_end: usize,
-    /// The lowest payload address of any root (for the cheap pointer check).
+    /// The lowest payload address of any root (0 before the first grow).
     pub(crate) lo: usize,
+    /// `hi - MIN_REGION - lo + 1` (0 before the first grow and once failed
+    /// closed, I9): a pointer `p` can only be a payload if `p - lo < lim`
+    /// (wrapping), the whole of the cheap pointer check's range test.
+    pub(crate) lim: usize,
     /// The highest end address of any root.
     pub(crate) hi: usize,
     /// I6: bytes held from the source (grown minus released).
     pub(crate) footprint: usize,
     /// The most `footprint` had been before its last decrease (by `trim`).
     pub(crate) peak: usize,
-    /// The pages the source can reach at most, for `unclaimed_heap_memory`.
-    pub(crate) limit_pages: usize,
+    /// The pages the source can reach at most, for `unclaimed_heap_memory`,
+    /// minus `DEFAULT_LIMIT_PAGES` (wrapping; zero-initialised).
+    pub(crate) limit_delta: usize,
     /// I9: 0, or the code of the first detected misuse; sticky.
     pub(crate) failed: u8,
+    /// `hardened`: the per-heap secret that masks the free-list links
+    /// (I11), set at the first grow.
+    #[cfg(feature = "hardened")]
+    pub(crate) secret: usize,
 }
 
 // SAFETY: the heap's raw pointers all point into memory owned by its source
@@ -84,17 +113,27 @@ impl<S: MemorySource> Heap<S> {
             source,
             heads: [null(); BUCKETS],
             mask: 0,
+            quick: [null(); QUICK],
+            quick_limit: 0,
             first_root: null(),
             last_root: null(),
             end: null(),
             mem_end: 0,
-            lo: usize::MAX,
+            lo: 0,
+            lim: 0,
             hi: 0,
             footprint: 0,
             peak: 0,
-            limit_pages: DEFAULT_LIMIT_PAGES,
+            limit_delta: 0,
             failed: 0,
+            #[cfg(feature = "hardened")]
+            secret: 0,
         }
+    }
+
+    /// The pages the source can reach at most.
+    pub(crate) fn limit_pages(&self) -> usize {
+        self.limit_delta.wrapping_add(DEFAULT_LIMIT_PAGES)
     }
 
     /// The most bytes ever held from the source (I6): `peak` is only
@@ -114,7 +153,7 @@ impl<S: MemorySource> Heap<S> {
     ///
     /// [`unclaimed_heap_memory`]: Heap::unclaimed_heap_memory
     pub fn set_memory_limit(&mut self, pages: usize) {
-        self.limit_pages = pages;
+        self.limit_delta = pages.wrapping_sub(DEFAULT_LIMIT_PAGES);
     }
 
     /// Whether a detected misuse has made the heap refuse all work (I9).
@@ -123,6 +162,141 @@ impl<S: MemorySource> Heap<S> {
     }
 
     // ----- free lists -----------------------------------------------------
+
+    /// Reads link `i` of the listed region `r` (of a bucket list when
+    /// `want == 0`, of a quick list when `want == USED | CACHED`). Under
+    /// `hardened` it is unmasked (I11) and must lead to a region whose
+    /// header's low bits are `want`, inside the heap; otherwise the heap
+    /// fails closed and the link reads as null.
+    ///
+    /// # Safety
+    ///
+    /// `r` is a listed region (I4, I10).
+    #[inline(always)]
+    unsafe fn ld(&mut self, r: *mut u8, i: usize, want: usize) -> *mut u8 {
+        // SAFETY: the caller's contract: `r` holds its links.
+        let v = unsafe { get_link(r, i) };
+        #[cfg(feature = "hardened")]
+        let v = self.unmask(r, i, v, want);
+        #[cfg(not(feature = "hardened"))]
+        let _ = want;
+        v
+    }
+
+    /// Reads link `i` of the listed region `r`, unmasked under `hardened`
+    /// but not checked (for the heap walks, which check it themselves).
+    ///
+    /// # Safety
+    ///
+    /// `r` is a region inside the heap of at least MIN_REGION bytes.
+    #[inline(always)]
+    pub(crate) unsafe fn peek(&self, r: *mut u8, i: usize) -> *mut u8 {
+        // SAFETY: the caller's contract.
+        let v = unsafe { get_link(r, i) };
+        #[cfg(feature = "hardened")]
+        let v = v.map_addr(|a| a ^ self.key(r, i));
+        v
+    }
+
+    /// Writes link `i` of the region `r` (masked under `hardened`, I11).
+    ///
+    /// # Safety
+    ///
+    /// `r` is a region of at least MIN_REGION bytes the heap owns.
+    #[inline(always)]
+    unsafe fn st(&mut self, r: *mut u8, i: usize, v: *mut u8) {
+        #[cfg(feature = "hardened")]
+        let v = v.map_addr(|a| a ^ self.key(r, i));
+        // SAFETY: the caller's contract.
+        unsafe { set_link(r, i, v) }
+    }
+
+    /// `hardened`: the mask of link `i` of `r` (I11): the secret and the
+    /// link's own address (as glibc's safe-linking), so that a link copied
+    /// elsewhere decodes to garbage too.
+    #[cfg(feature = "hardened")]
+    #[inline(always)]
+    fn key(&self, r: *mut u8, i: usize) -> usize {
+        ((r.addr() + W + i * W) >> 12) ^ self.secret
+    }
+
+    /// `hardened`: unmasks a link read from link `i` of `r` and checks it.
+    #[cfg(feature = "hardened")]
+    fn unmask(&mut self, r: *mut u8, i: usize, v: *mut u8, want: usize) -> *mut u8 {
+        let v = v.map_addr(|a| a ^ self.key(r, i));
+        let a = v.addr();
+        let base = self.lo.wrapping_sub(W);
+        if v.is_null()
+            || (a % GRAIN == PHASE
+                && a.wrapping_sub(base) < self.hi.wrapping_sub(base).saturating_sub(MIN_REGION)
+                // SAFETY: `v` lies inside the heap's span (checked just
+                // before): a size word or payload word, readable.
+                && unsafe { word(v) } & (GRAIN - 1) == want)
+        {
+            return v;
+        }
+        self.fail_closed(MISUSE_CORRUPTED);
+        null()
+    }
+
+    /// `hardened`: fills the first POISON_PREFIX bytes (at most) of the
+    /// word-aligned span `[from, to)` with the poison.
+    ///
+    /// # Safety
+    ///
+    /// The span is a free (or cached) part of a region.
+    #[cfg(feature = "hardened")]
+    #[inline(always)]
+    unsafe fn poison(from: *mut u8, to: *mut u8) {
+        let n = (to.addr().saturating_sub(from.addr()) / W).min(POISON_PREFIX / W);
+        for i in 0..n {
+            // SAFETY: the caller's contract: word `i` lies in the span.
+            unsafe { from.cast::<usize>().add(i).write(POISON_WORD) };
+        }
+    }
+
+    /// `hardened`: checks that what [`poison`](Self::poison) wrote over
+    /// `[from, to)` is intact (nothing wrote to freed memory); fails the
+    /// heap closed if not.
+    ///
+    /// # Safety
+    ///
+    /// The span was poisoned and is still free (or cached).
+    #[cfg(feature = "hardened")]
+    unsafe fn check_poison(&mut self, from: *mut u8, to: *mut u8) {
+        let n = (to.addr().saturating_sub(from.addr()) / W).min(POISON_PREFIX / W);
+        for i in 0..n {
+            // SAFETY: the caller's contract: word `i` lies in the span.
+            if unsafe { from.cast::<usize>().add(i).read() } != POISON_WORD {
+                self.fail_closed(MISUSE_CORRUPTED);
+                return;
+            }
+        }
+    }
+
+    /// `hardened`: the poisoned prefix of a listed free region `r` of
+    /// `size` bytes: past its links, at most POISON_PREFIX bytes.
+    #[cfg(feature = "hardened")]
+    #[inline(always)]
+    fn poison_span(r: *mut u8, size: usize) -> (*mut u8, *mut u8) {
+        let from = r.wrapping_add(3 * W);
+        let to = r.wrapping_add((size - W).min(3 * W + POISON_PREFIX));
+        (from, to)
+    }
+
+    /// Records the misuse `code` (the first one is kept) and fails the heap
+    /// closed (I9): an empty mask and no quick lists send every allocation
+    /// to the slow path, which refuses; `lim == 0` fails every later check
+    /// (the lists stay as they were, for `verify`).
+    #[cold]
+    fn fail_closed(&mut self, code: u8) {
+        if self.failed == 0 {
+            self.failed = code;
+        }
+        self.mask = 0;
+        self.quick_limit = 0;
+        self.lim = 0;
+    }
 
     /// Pushes the free region `r` of `size` bytes onto its bucket.
     ///
@@ -133,18 +307,24 @@ impl<S: MemorySource> Heap<S> {
     unsafe fn link(&mut self, r: *mut u8, size: usize) {
         let b = bucket(size);
         // SAFETY: bins: `bucket` is below BUCKETS.
-        let slot = unsafe { self.heads.get_unchecked_mut(b) };
-        let head = *slot;
+        let head = unsafe { *self.heads.get_unchecked(b) };
         // SAFETY: I4: `r` is a free region of at least MIN_REGION bytes
         // (the caller's contract), so it has room for its links.
-        unsafe { set_link(r, 0, null()) };
+        unsafe { self.st(r, 0, null()) };
         // SAFETY: as above.
-        unsafe { set_link(r, 1, head) };
+        unsafe { self.st(r, 1, head) };
         if !head.is_null() {
             // SAFETY: I4: a bucket's head is a listed free region.
-            unsafe { set_link(head, 0, r) };
+            unsafe { self.st(head, 0, r) };
         }
-        *slot = r;
+        #[cfg(feature = "hardened")]
+        {
+            let (from, to) = Self::poison_span(r, size);
+            // SAFETY: the free region's own bytes past its links.
+            unsafe { Self::poison(from, to) };
+        }
+        // SAFETY: bins: `bucket` is below BUCKETS.
+        unsafe { *self.heads.get_unchecked_mut(b) = r };
         self.mask |= 1 << b;
     }
 
@@ -155,10 +335,16 @@ impl<S: MemorySource> Heap<S> {
     /// `r` is a free region of `size` bytes in the list of `bucket(size)`.
     #[inline]
     unsafe fn unlink(&mut self, r: *mut u8, size: usize) {
+        #[cfg(feature = "hardened")]
+        {
+            let (from, to) = Self::poison_span(r, size);
+            // SAFETY: I11: a listed region's poisoned prefix.
+            unsafe { self.check_poison(from, to) };
+        }
         // SAFETY: I4: `r` is listed, so its links are valid regions or null.
-        let prev = unsafe { get_link(r, 0) };
+        let prev = unsafe { self.ld(r, 0, 0) };
         // SAFETY: as above.
-        let next = unsafe { get_link(r, 1) };
+        let next = unsafe { self.ld(r, 1, 0) };
         if prev.is_null() {
             let b = bucket(size);
             // SAFETY: bins: `bucket` is below BUCKETS.
@@ -168,11 +354,11 @@ impl<S: MemorySource> Heap<S> {
             }
         } else {
             // SAFETY: I4: `prev` is a listed free region.
-            unsafe { set_link(prev, 1, next) };
+            unsafe { self.st(prev, 1, next) };
         }
         if !next.is_null() {
             // SAFETY: I4: `next` is a listed free region.
-            unsafe { set_link(next, 0, prev) };
+            unsafe { self.st(next, 0, prev) };
         }
     }
 
@@ -185,22 +371,35 @@ impl<S: MemorySource> Heap<S> {
     /// last bucket), so with `tries == 1` this is a mask lookup and one
     /// region; with `usize::MAX` it is an exhaustive search.
     #[inline(never)]
-    fn find(&self, req: usize, tries: usize) -> *mut u8 {
+    fn find(&mut self, req: usize, tries: usize) -> *mut u8 {
         let mut cand = self.mask & (u64::MAX << bucket(req));
         while cand != 0 {
             let i = cand.trailing_zeros() as usize;
             // SAFETY: `cand` is non-zero, so `i < 64 == BUCKETS`.
             let mut r = unsafe { *self.heads.get_unchecked(i) };
-            let mut n = tries;
+            // The last bucket spans every large size: best fit there.
+            let mut n = if i == BUCKETS - 1 { usize::MAX } else { tries };
+            let mut best = null();
+            let mut best_size = usize::MAX;
             while !r.is_null() && n != 0 {
                 // SAFETY: I4: `r` is a listed free region: its header is a
                 // free size word.
-                if unsafe { word(r) } >= req {
-                    return r;
+                let size = unsafe { word(r) };
+                // SAFETY: I1: `r + size` is the end of the region, inside
+                // its root.
+                let end = unsafe { r.add(size) };
+                // The free tail is a last resort (the full walk), as
+                // dlmalloc's top: it stays free to merge with growth.
+                if size >= req && size < best_size && (tries != 1 || end != self.end) {
+                    best = r;
+                    best_size = size;
                 }
                 // SAFETY: I4: a listed region's next link is valid or null.
-                r = unsafe { get_link(r, 1) };
+                r = unsafe { self.ld(r, 1, 0) };
                 n -= 1;
+            }
+            if !best.is_null() {
+                return best;
             }
             cand &= cand - 1;
         }
@@ -210,7 +409,8 @@ impl<S: MemorySource> Heap<S> {
     /// When the first candidate bucket's head does not fit: try the heads
     /// of the other candidate buckets, then (near out of memory) walk every
     /// candidate bucket fully, then grow (at most twice: first for what the
-    /// free tail lacks, then for the whole request) and look again.
+    /// free tail lacks, then for the whole request) and look again. Null
+    /// when out of memory, or when the heap failed closed (I9).
     ///
     /// The full walk is exhaustive (every region of every bucket that may
     /// fit is tried) and a failed grow changes nothing, so the scan that
@@ -218,6 +418,9 @@ impl<S: MemorySource> Heap<S> {
     #[cold]
     #[inline(never)]
     fn search_slow(&mut self, req: usize) -> *mut u8 {
+        if self.failed != 0 {
+            return null();
+        }
         let r = self.find(req, FAST_TRIES);
         if !r.is_null() {
             return r;
@@ -225,7 +428,14 @@ impl<S: MemorySource> Heap<S> {
         let mut attempt = 0;
         loop {
             let r = self.find(req, usize::MAX);
-            if !r.is_null() || attempt == 2 || !self.grow(req, attempt == 0) {
+            if !r.is_null() || attempt == 3 {
+                return r;
+            }
+            if attempt == 0 {
+                // Before growing, the blocks parked in the quick lists merge
+                // back (and the search is repeated).
+                self.flush();
+            } else if !self.grow(req, attempt == 1) {
                 return r;
             }
             attempt += 1;
@@ -237,38 +447,71 @@ impl<S: MemorySource> Heap<S> {
     /// One copy serves `alloc` and `realloc` (code size). The fast path is
     /// a mask lookup and the head of the first non-empty candidate bucket,
     /// which always fits unless it is `bucket(req)` itself above the exact
-    /// sizes, or the last bucket.
+    /// sizes, or the last bucket. (A heap that failed closed has an empty
+    /// mask, so it always takes the slow path, which refuses.)
     #[inline(never)]
     fn malloc(&mut self, size: usize, align: usize) -> *mut u8 {
-        if self.failed != 0 {
-            return null();
-        }
         let req = region_for(size);
         if align > GRAIN {
             return self.alloc_aligned(req, align);
+        }
+        if req < self.quick_limit {
+            // SAFETY: `req < EXACT_LIMIT`, so the index is below QUICK.
+            let r = unsafe { *self.quick.get_unchecked(req / GRAIN) };
+            if !r.is_null() {
+                // SAFETY: I10: `r` is a cached region of exactly `req`
+                // bytes; its first payload word links the list.
+                let next = unsafe { self.ld(r, 0, USED | CACHED) };
+                // SAFETY: `req < EXACT_LIMIT`, so the index is below QUICK.
+                unsafe { *self.quick.get_unchecked_mut(req / GRAIN) = next };
+                #[cfg(feature = "hardened")]
+                {
+                    // SAFETY: I11: the cached block's poisoned payload.
+                    unsafe { self.check_poison(r.add(2 * W), r.add(req - W)) };
+                    if self.failed != 0 {
+                        return null();
+                    }
+                }
+                // SAFETY: I10: the header is `r`'s own; the footer already
+                // says `req | USED`.
+                unsafe { set_word(r, req | USED) };
+                // SAFETY: I7: the payload starts one word in.
+                return unsafe { r.add(W) };
+            }
         }
         let cand = self.mask & (u64::MAX << bucket(req));
         if cand != 0 {
             let b = cand.trailing_zeros() as usize;
             // SAFETY: `cand` is non-zero, so `b < 64 == BUCKETS`.
-            let slot = unsafe { self.heads.get_unchecked_mut(b) };
-            let r = *slot;
+            let r = unsafe { *self.heads.get_unchecked(b) };
             // SAFETY: I5, I4: bucket `b` is non-empty, so its head `r` is a
             // listed free region.
             let size = unsafe { word(r) };
-            if size >= req {
+            // SAFETY: I1: `r + size` is the end of the region, in its root.
+            if size >= req && b != BUCKETS - 1 && unsafe { r.add(size) } != self.end {
                 // Pop the head (its prev link is null, I4).
+                #[cfg(feature = "hardened")]
+                {
+                    let (from, to) = Self::poison_span(r, size);
+                    // SAFETY: I11: a listed region's poisoned prefix.
+                    unsafe { self.check_poison(from, to) };
+                }
                 // SAFETY: I4: `r` is listed, its next link valid or null.
-                let next = unsafe { get_link(r, 1) };
-                *slot = next;
+                let next = unsafe { self.ld(r, 1, 0) };
+                // SAFETY: `b < 64 == BUCKETS`.
+                unsafe { *self.heads.get_unchecked_mut(b) = next };
                 if next.is_null() {
                     self.mask &= !(1 << b);
                 } else {
                     // SAFETY: I4: `next` is listed; it becomes the head.
-                    unsafe { set_link(next, 0, null()) };
+                    unsafe { self.st(next, 0, null()) };
+                }
+                #[cfg(feature = "hardened")]
+                if self.failed != 0 {
+                    return null();
                 }
                 // SAFETY: `r` is now unlisted, `size >= req` bytes (I2).
-                return unsafe { self.carve(r, size, req) };
+                return unsafe { self.carve(r, size, req, true) };
             }
         }
         let r = self.search_slow(req);
@@ -292,32 +535,119 @@ impl<S: MemorySource> Heap<S> {
         let size = unsafe { word(r) };
         // SAFETY: I4: `r` is listed in the bucket of its size.
         unsafe { self.unlink(r, size) };
+        #[cfg(feature = "hardened")]
+        if self.failed != 0 {
+            return null();
+        }
         // SAFETY: `r` is now unlisted and `size >= req` bytes.
-        unsafe { self.carve(r, size, req) }
+        unsafe { self.carve(r, size, req, true) }
     }
 
-    /// Marks the first `req` bytes of the unlisted region `r` (of `size`
-    /// bytes) as used and frees the rest when it can be a region of its own.
-    /// Returns the payload.
+    /// Allocation with an alignment above GRAIN: over-allocate, split off a
+    /// free lead so the payload is aligned, then carve as usual.
+    #[cold]
+    #[inline(never)]
+    fn alloc_aligned(&mut self, req: usize, align: usize) -> *mut u8 {
+        let Some(need) = req.checked_add(align + MIN_REGION) else {
+            return null();
+        };
+        let r = self.search_slow(need);
+        if r.is_null() {
+            return r;
+        }
+        // The payload is the first aligned address in the region, unless
+        // that leaves a lead too small to be a region: then the first
+        // aligned address at least MIN_REGION + W in. Either way the lead is
+        // at most MIN_REGION + align - GRAIN, so `req` bytes remain.
+        let base = r.addr() + W;
+        let mut pay = (base + align - 1) & !(align - 1);
+        if pay != base {
+            pay = (base + MIN_REGION + align - 1) & !(align - 1);
+        }
+        let lead = pay - base;
+        // SAFETY: I4: `r` is a listed free region of at least `need` bytes.
+        let size = unsafe { word(r) };
+        // SAFETY: I4: `r` is listed in the bucket of its size.
+        unsafe { self.unlink(r, size) };
+        #[cfg(feature = "hardened")]
+        if self.failed != 0 {
+            return null();
+        }
+        // SAFETY: `lead + req <= need <= size` (above), so `[r + lead, r +
+        // size)` is an unlisted part of the region of at least `req` bytes.
+        let p = unsafe { self.carve(r.add(lead), size - lead, req, false) };
+        if lead != 0 {
+            // SAFETY: `[r, r + lead)` is the rest of the region, at least
+            // MIN_REGION bytes; its successor was just marked used.
+            unsafe { self.release(r, lead) };
+        }
+        p
+    }
+
+    /// Marks `req` bytes of the unlisted region `r` (of `size` bytes) as
+    /// used and frees the rest when it can be a region of its own. Returns
+    /// the payload.
+    ///
+    /// The used part is the region's first `req` bytes, or, when `high`,
+    /// the block is small (below `EXACT_LIMIT`) and the region is not the
+    /// free tail, its last: then what stays free keeps its place (next to
+    /// the block before it, which may want to grow in place), and small
+    /// blocks pack towards the blocks after it. Larger blocks take the
+    /// front, leaving room to grow in place. The free tail is always used
+    /// from the front, so that it stays next to the end sentinel and merges
+    /// with the next contiguous growth.
     ///
     /// # Safety
     ///
     /// `r` is an unlisted region of `size >= req` bytes inside a root, `req`
     /// a multiple of GRAIN and at least MIN_REGION.
     #[inline(never)]
-    unsafe fn carve(&mut self, r: *mut u8, size: usize, req: usize) -> *mut u8 {
+    unsafe fn carve(&mut self, r: *mut u8, size: usize, req: usize, high: bool) -> *mut u8 {
         let rest = size - req;
-        let keep = if rest >= MIN_REGION { req } else { size };
-        // SAFETY: I1, I2: `[r, r + keep)` lies in the region.
-        unsafe { set_region(r, keep, USED) };
-        if keep != size {
-            // SAFETY: I1: `[r + keep, r + size)` lies in the region and is a
-            // region of its own (`rest >= MIN_REGION`); `r` is marked used
-            // first, so the rest merges only with a free successor (I3).
-            unsafe { self.release(r.add(keep), rest) };
+        if rest < MIN_REGION {
+            // SAFETY: I1, I2: the whole region becomes the block.
+            unsafe { set_region(r, size, USED) };
+        } else {
+            // SAFETY: I1: `r + size` is the end of the region, in its root.
+            let (used, free) = if high && req < EXACT_LIMIT && unsafe { r.add(size) } != self.end {
+                // SAFETY: I1: `rest < size`, inside the region.
+                (unsafe { r.add(rest) }, r)
+            } else {
+                // SAFETY: I1: `req < size`, inside the region.
+                (r, unsafe { r.add(req) })
+            };
+            // SAFETY: I1, I2: `[used, used + req)` lies in the region.
+            unsafe { set_region(used, req, USED) };
+            // SAFETY: I1: `[free, free + rest)` is the other part of the
+            // region, a region of its own (`rest >= MIN_REGION`); the used
+            // part is marked first, so the rest merges only with a free
+            // neighbour outside the region (I3).
+            unsafe { self.release(free, rest) };
+            // SAFETY: I7: the payload starts one word into the region.
+            return unsafe { used.add(W) };
         }
         // SAFETY: I7: the payload starts one word into the region.
         unsafe { r.add(W) }
+    }
+
+    /// Whether a region a neighbour's size word calls free, at `r` with
+    /// `size` bytes, is plausible (I12): a whole number of grains of at
+    /// least `MIN_REGION`, inside the heap's span, with a footer equal to
+    /// its header. O(1): one more word read.
+    #[inline(never)]
+    fn free_region_ok(&self, r: *mut u8, size: usize) -> bool {
+        let low = self.lo.wrapping_sub(W);
+        let start = r.addr();
+        if size < MIN_REGION
+            || size & (GRAIN - 1) != 0
+            || start.wrapping_sub(low) > self.hi.wrapping_sub(low)
+            || size > self.hi - start
+        {
+            return false;
+        }
+        // SAFETY: I12: `[r, r + size)` lies inside the heap's span (checked
+        // above), memory the heap owns; `r` derives from a region pointer.
+        unsafe { word(r) == size && word(r.add(size - W)) == size }
     }
 
     /// Frees the unlisted region `r` of `size` bytes, merging it with free
@@ -334,17 +664,28 @@ impl<S: MemorySource> Heap<S> {
         let next = unsafe { r.add(size) };
         // SAFETY: I1, I2: `next` starts with a size word.
         let nh = unsafe { word(next) };
-        if nh & USED == 0 {
-            // SAFETY: I2, I4: a free region is listed in its size's bucket.
-            unsafe { self.unlink(next, nh) };
-            size += nh;
-        }
         // SAFETY: I1: the word before a region is the previous region's
         // footer (or the start sentinel's), inside the same root.
         let pf = unsafe { word(r.sub(W)) };
+        // Neighbours that say "free" are checked before their links are
+        // followed: a stray write into a size word must not make the merge
+        // unlink through user bytes (I12).
+        if (nh & USED == 0 && !self.free_region_ok(next, nh))
+            || (pf & USED == 0 && !self.free_region_ok(r.wrapping_sub(pf), pf))
+        {
+            self.fail_closed(MISUSE_CORRUPTED);
+            return;
+        }
+        if nh & USED == 0 {
+            // SAFETY: I2, I4: a free region (checked plausible just above)
+            // is listed in its size's bucket.
+            unsafe { self.unlink(next, nh) };
+            size += nh;
+        }
         if pf & USED == 0 {
             // SAFETY: I2: a free footer holds its region's size, so the
-            // previous region starts `pf` bytes back in the same root.
+            // previous region starts `pf` bytes back in the same root
+            // (checked plausible above).
             r = unsafe { r.sub(pf) };
             // SAFETY: I2, I4: a free region is listed in its size's bucket.
             unsafe { self.unlink(r, pf) };
@@ -354,45 +695,6 @@ impl<S: MemorySource> Heap<S> {
         unsafe { set_region(r, size, 0) };
         // SAFETY: the merged region is free, unlisted, >= MIN_REGION.
         unsafe { self.link(r, size) };
-    }
-
-    /// Allocation with an alignment above GRAIN: over-allocate, split off a
-    /// free lead so the payload is aligned, then carve as usual.
-    #[cold]
-    #[inline(never)]
-    fn alloc_aligned(&mut self, req: usize, align: usize) -> *mut u8 {
-        let Some(need) = req.checked_add(align + MIN_REGION) else {
-            return null();
-        };
-        let r = self.search_slow(need);
-        if r.is_null() {
-            return r;
-        }
-        // SAFETY: I4: `r` is a listed free region of at least `need` bytes.
-        let size = unsafe { word(r) };
-        // SAFETY: I4: `r` is listed in the bucket of its size.
-        unsafe { self.unlink(r, size) };
-        // The payload is the first aligned address in the region, unless
-        // that leaves a lead too small to be a region: then the first
-        // aligned address at least MIN_REGION + W in. Either way the lead is
-        // at most MIN_REGION + align - GRAIN, so `req` bytes remain.
-        let base = r.addr() + W;
-        let mut pay = (base + align - 1) & !(align - 1);
-        if pay != base {
-            pay = (base + MIN_REGION + align - 1) & !(align - 1);
-        }
-        let lead = pay - base;
-        if lead == 0 {
-            // SAFETY: `r` is unlisted with `size >= need > req` bytes.
-            return unsafe { self.carve(r, size, req) };
-        }
-        // SAFETY: `lead + req <= size` (above), so `[r + lead, r + size)`
-        // is an unlisted part of the region of at least `req` bytes.
-        let p = unsafe { self.carve(r.add(lead), size - lead, req) };
-        // SAFETY: `[r, r + lead)` is the rest of the region, at least
-        // MIN_REGION bytes; its successor was just marked used.
-        unsafe { self.release(r, lead) };
-        p
     }
 
     // ----- growth ---------------------------------------------------------
@@ -421,7 +723,17 @@ impl<S: MemorySource> Heap<S> {
         let Some(region) = self.source.grow(bytes) else {
             return false;
         };
+        #[cfg(feature = "hardened")]
+        if self.secret == 0 {
+            // No entropy source in `no_std` wasm: the heap's and the first
+            // region's addresses, mixed (ASLR helps on hosts).
+            let x = (core::ptr::from_ref(self).addr()
+                ^ region.start.as_ptr().addr().rotate_left(16))
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15u64 as usize);
+            self.secret = (x ^ (x >> 15)) | 1;
+        }
         self.footprint += region.len;
+        self.quick_limit = EXACT_LIMIT;
         let start = region.start.as_ptr();
         let end_addr = region.end_addr();
         // The new end sentinel: the last word at the region phase.
@@ -445,7 +757,10 @@ impl<S: MemorySource> Heap<S> {
             // SAFETY: M1: the region extends past the start sentinel.
             from = unsafe { r0.add(ROOT_HDR) };
             self.last_root = r0;
-            self.lo = self.lo.min(from.addr() + W);
+            let lo = from.addr() + W;
+            if self.lo == 0 || lo < self.lo {
+                self.lo = lo;
+            }
         }
         // Contiguous growth frees from the old end sentinel on, merging with
         // the free tail; a new root frees everything after its sentinel.
@@ -460,6 +775,9 @@ impl<S: MemorySource> Heap<S> {
         self.end = e;
         self.mem_end = end_addr;
         self.hi = self.hi.max(end_addr);
+        // M1: every root holds at least a sentinel and a smallest region
+        // past its lowest payload, so `hi >= lo + MIN_REGION`.
+        self.lim = self.hi - MIN_REGION - self.lo + 1;
         // SAFETY: I1 holds around `[from, e)`: a used footer (or the free
         // tail's) before it, the new end sentinel after it.
         unsafe { self.release(from, size) };
@@ -476,36 +794,40 @@ impl<S: MemorySource> Heap<S> {
     /// with its footer (corruption), and a layout larger than the block.
     #[inline(never)]
     fn check(&mut self, ptr: NonNull<u8>, layout: Layout) -> *mut u8 {
-        if self.failed != 0 {
-            return null();
-        }
+        // A heap that failed closed has `lim == 0` (I9): nothing passes.
         let addr = ptr.as_ptr().addr();
-        let mut code = MISUSE_FOREIGN;
-        if addr & ((GRAIN - 1) | (layout.align() - 1)) == 0 && addr >= self.lo && addr < self.hi {
+        let off = addr.wrapping_sub(self.lo);
+        let code = 'misuse: {
+            if addr & ((GRAIN - 1) | (layout.align() - 1)) != 0 || off >= self.lim {
+                break 'misuse MISUSE_FOREIGN;
+            }
             // SAFETY: I7: a pointer inside the heap's span at a payload phase
             // has its header one word before it (checked plausible below).
             let r = unsafe { ptr.as_ptr().sub(W) };
             // SAFETY: `r` lies inside the heap's address span (checked above).
             let h = unsafe { word(r) };
-            code = MISUSE_DOUBLE_FREE;
-            if h & USED != 0 {
-                let size = h - USED;
-                code = MISUSE_CORRUPTED;
-                if size >= MIN_REGION
-                    && size & (GRAIN - 1) == 0
-                    && size <= self.hi - addr
-                    // SAFETY: I2: the region ends below `hi` (checked just
-                    // before), so its footer is readable.
-                    && unsafe { word(r.add(size - W)) } == h
-                {
-                    code = MISUSE_LAYOUT;
-                    if layout.size() <= size - OVERHEAD {
-                        return r;
-                    }
-                }
+            if h & (GRAIN - 1) != USED {
+                break 'misuse if h & (USED | CACHED) != USED {
+                    MISUSE_DOUBLE_FREE
+                } else {
+                    MISUSE_CORRUPTED
+                };
             }
-        }
-        self.failed = code;
+            let size = h - USED;
+            // `off < lim`, so this is `MIN_REGION <= size <= hi - addr`.
+            if size.wrapping_sub(MIN_REGION) >= self.lim - off
+                // SAFETY: I2: the region ends below `hi` (checked just
+                // before), so its footer is readable.
+                || unsafe { word(r.add(size - W)) } != h
+            {
+                break 'misuse MISUSE_CORRUPTED;
+            }
+            if layout.size() > size - OVERHEAD {
+                break 'misuse MISUSE_LAYOUT;
+            }
+            return r;
+        };
+        self.fail_closed(code);
         null()
     }
 
@@ -531,12 +853,66 @@ impl<S: MemorySource> Heap<S> {
     unsafe fn free_region(&mut self, r: *mut u8) {
         // SAFETY: I2: `r` is a used region (the caller's contract).
         let size = unsafe { word(r) } - USED;
+        if size < EXACT_LIMIT {
+            // Park it in its quick list (I10), unmerged; the CACHED header
+            // bit makes a second free of it a detected double free.
+            // SAFETY: `size < EXACT_LIMIT`, so the index is below QUICK.
+            let head = unsafe { *self.quick.get_unchecked(size / GRAIN) };
+            // SAFETY: I10: the region is at least MIN_REGION bytes, so its
+            // first payload word is its own.
+            unsafe { self.st(r, 0, head) };
+            // SAFETY: `size < EXACT_LIMIT`, so the index is below QUICK.
+            unsafe { *self.quick.get_unchecked_mut(size / GRAIN) = r };
+            // SAFETY: I11: the rest of the block's payload, before its footer.
+            #[cfg(feature = "hardened")]
+            unsafe {
+                Self::poison(r.add(2 * W), r.add(size - W))
+            };
+            // SAFETY: I2: `r`'s header word.
+            unsafe { set_word(r, size | USED | CACHED) };
+            return;
+        }
         // SAFETY: as above. Clearing the used bit first makes a later
         // double free of `r` visible even when it merges into a free
         // predecessor.
         unsafe { set_word(r, size) };
         // SAFETY: I1: `r` is a region of `size` bytes inside a root.
         unsafe { self.release(r, size) };
+    }
+
+    /// Frees every block parked in the quick lists for real, merging them
+    /// with their free neighbours. The heap does this itself before it
+    /// would grow (then it searches again), and before a trim;
+    /// call it to see the merged layout (in [`dump`](Heap::dump) or
+    /// [`fragmentation_map`](Heap::fragmentation_map)).
+    #[cold]
+    #[inline(never)]
+    pub fn flush(&mut self) {
+        for i in 0..QUICK {
+            loop {
+                let r = self.quick[i];
+                if r.is_null() {
+                    break;
+                }
+                // SAFETY: I10: `r` is a cached region; its first payload
+                // word links the list.
+                self.quick[i] = unsafe { self.ld(r, 0, USED | CACHED) };
+                let size = i * GRAIN;
+                #[cfg(feature = "hardened")]
+                {
+                    // SAFETY: I11: the cached block's poisoned payload.
+                    unsafe { self.check_poison(r.add(2 * W), r.add(size - W)) };
+                    if self.failed != 0 {
+                        return;
+                    }
+                }
+                // SAFETY: I10: `r` is a used region of `size` bytes, now out
+                // of its list; its header becomes a free size word first.
+                unsafe { set_word(r, size) };
+                // SAFETY: I1: `r` is a region of `size` bytes inside a root.
+                unsafe { self.release(r, size) };
+            }
+        }
     }
 
     /// Frees a block, panicking with the misuse's description when the
@@ -594,13 +970,22 @@ impl<S: MemorySource> Heap<S> {
             if nh & USED != 0 || size + nh < req {
                 return false;
             }
-            // SAFETY: I2, I4: `next` is a free region, listed.
+            if !self.free_region_ok(next, nh) {
+                self.fail_closed(MISUSE_CORRUPTED);
+                return false;
+            }
+            // SAFETY: I2, I4: `next` is a free region (checked plausible
+            // just above), listed.
             unsafe { self.unlink(next, nh) };
+            #[cfg(feature = "hardened")]
+            if self.failed != 0 {
+                return false;
+            }
             size += nh;
         }
         // SAFETY: `[r, r + size)` is now one unlisted region of at least
         // `req` bytes (the used block plus the absorbed successor).
-        unsafe { self.carve(r, size, req) };
+        unsafe { self.carve(r, size, req, false) };
         true
     }
 
@@ -628,8 +1013,12 @@ impl<S: MemorySource> Heap<S> {
     /// Sources that cannot shrink (wasm) release nothing; the result still
     /// says how much could have been released.
     pub fn trim(&mut self, keep_bytes: usize) -> Trim {
+        if self.failed != 0 {
+            return Trim::default();
+        }
+        self.flush();
         let tail = self.tail_free();
-        if tail == 0 || self.failed != 0 {
+        if tail == 0 {
             return Trim::default();
         }
         // SAFETY: I1: the free tail region ends at the end sentinel.
@@ -671,6 +1060,8 @@ impl<S: MemorySource> Heap<S> {
             self.footprint -= released;
             if self.hi == self.mem_end {
                 self.hi = new_end;
+                // The kept tail is at least MIN_REGION + W long.
+                self.lim = self.hi - MIN_REGION - self.lo + 1;
             }
             self.mem_end = new_end;
         }
@@ -696,6 +1087,10 @@ impl<S: MemorySource> RawHeap for Heap<S> {
         }
         // SAFETY: `check` found a used region.
         unsafe { self.free_region(r) };
+        if self.failed != 0 {
+            // The merge found a damaged neighbour (I12).
+            return Err(self.misuse(before, ptr));
+        }
         Ok(())
     }
 
@@ -799,10 +1194,16 @@ mod tests {
         // SAFETY: `a` is live with this layout.
         unsafe { h.dealloc(a, lay(24, 8)).unwrap() };
         let s = ok(&h);
-        assert_eq!((s.live_blocks, s.in_use, s.free_blocks), (0, 0, 1));
+        // Cached (counted free) next to the free tail.
+        assert_eq!((s.live_blocks, s.in_use, s.free_blocks), (0, 0, 2));
         let b = h.alloc(lay(24, 8)).unwrap();
         assert_eq!(a, b);
         ok(&h);
+        // SAFETY: `b` is live with this layout.
+        unsafe { h.dealloc(b, lay(24, 8)).unwrap() };
+        h.flush();
+        let s = ok(&h);
+        assert_eq!((s.live_blocks, s.in_use, s.free_blocks), (0, 0, 1));
     }
 
     #[test]
@@ -823,7 +1224,8 @@ mod tests {
     #[test]
     fn free_coalesces_with_both_neighbours() {
         let (mut h, _m) = heap(16);
-        let l = lay(100, 8);
+        // Above the quick-list sizes, so that frees merge at once.
+        let l = lay(300, 8);
         let v: Vec<_> = (0..5).map(|_| h.alloc(l).unwrap()).collect();
         // SAFETY: every block is live with `l` and freed once.
         unsafe {
@@ -835,7 +1237,7 @@ mod tests {
         let s = ok(&h);
         assert_eq!(s.free_blocks, 2);
         // The merged region serves a request of three blocks at the same place.
-        let big = h.alloc(lay(3 * region_for(100) - OVERHEAD, 8)).unwrap();
+        let big = h.alloc(lay(3 * region_for(300) - OVERHEAD, 8)).unwrap();
         assert_eq!(big, v[1]);
         ok(&h);
     }
@@ -1150,17 +1552,17 @@ mod tests {
     #[test]
     fn realloc_grows_into_a_following_free_region() {
         let (mut h, _m) = heap(16);
-        let l = lay(200, 8);
+        let l = lay(300, 8);
         let a = h.alloc(l).unwrap();
         let b = h.alloc(l).unwrap();
         let _c = h.alloc(l).unwrap();
-        fill(a, 200, 9);
+        fill(a, 300, 9);
         // SAFETY: `b` is live with `l`; then `a` is.
         unsafe {
             h.dealloc(b, l).unwrap();
-            let p = h.realloc(a, l, 300).unwrap();
+            let p = h.realloc(a, l, 500).unwrap();
             assert_eq!(p, a);
-            assert!(holds(p, 200, 9));
+            assert!(holds(p, 300, 9));
         }
         ok(&h);
     }
@@ -1294,6 +1696,181 @@ mod tests {
         unsafe { h.dealloc(a, lay(100, 8)).unwrap() };
         assert!(h.verify().is_ok());
         // `h` was declared after `buf`, so it is dropped first.
+    }
+
+    #[test]
+    fn a_heap_that_failed_closed_refuses_even_its_lowest_block() {
+        let (mut h, _m) = heap(16);
+        let l = lay(300, 8);
+        let first = h.alloc(l).unwrap();
+        assert_eq!(first.as_ptr() as usize, h.lo);
+        let mut local = [0u64; 8];
+        let foreign = NonNull::new(local.as_mut_ptr().cast::<u8>()).unwrap();
+        // SAFETY: the misuse under test, then a valid free the failed heap
+        // must refuse.
+        unsafe {
+            let e = h.dealloc(foreign, l);
+            assert!(matches!(e, Err(HeapError::ForeignPointer { .. })));
+            assert_eq!(h.dealloc(first, l), Err(HeapError::FailedClosed));
+            assert!(h.realloc(first, l, 10).is_none());
+            assert!(h.realloc_try(first, l, 10).is_none());
+        }
+        assert!(h.alloc(lay(8, 8)).is_none());
+        let s = ok(&h);
+        assert_eq!(s.live_blocks, 1);
+    }
+
+    #[test]
+    fn a_freed_small_block_is_cached_and_served_to_the_next_request_of_its_size() {
+        let (mut h, _m) = heap(16);
+        let l = lay(40, 8);
+        let a = h.alloc(l).unwrap();
+        let _guard = h.alloc(l).unwrap();
+        // SAFETY: `a` is live with `l`.
+        unsafe { h.dealloc(a, l).unwrap() };
+        let mut out = std::string::String::new();
+        h.dump(&mut out).unwrap();
+        assert_eq!(out.lines().filter(|x| x.ends_with(" cached")).count(), 1);
+        // A different size does not take it; the same size does.
+        let other = h.alloc(lay(100, 8)).unwrap();
+        assert_ne!(other, a);
+        assert_eq!(h.alloc(l).unwrap(), a);
+        ok(&h);
+    }
+
+    #[test]
+    fn a_double_free_of_a_cached_block_is_detected() {
+        let (mut h, _m) = heap(16);
+        let l = lay(40, 8);
+        let a = h.alloc(l).unwrap();
+        // SAFETY: `a` is live; the second free is the misuse under test.
+        unsafe {
+            h.dealloc(a, l).unwrap();
+            let addr = a.as_ptr() as usize;
+            assert_eq!(h.dealloc(a, l), Err(HeapError::DoubleFree { addr }));
+        }
+        assert!(h.is_failed_closed());
+        assert!(h.alloc(l).is_none(), "the quick lists refuse too");
+        ok(&h);
+    }
+
+    #[test]
+    fn cached_blocks_merge_before_the_heap_would_grow() {
+        let (mut h, m) = heap(1);
+        let l = lay(100, 8);
+        let mut v = Vec::new();
+        while let Some(p) = h.alloc(l) {
+            v.push(p);
+        }
+        assert!(v.len() > 100);
+        for p in v.drain(..) {
+            // SAFETY: each block is live with `l`, freed once.
+            unsafe { h.dealloc(p, l).unwrap() };
+        }
+        // All cached; a large request merges them and fits without growing.
+        let big = h.alloc(lay(30_000, 8));
+        assert!(big.is_some());
+        assert_eq!(m.pages(), 1);
+        ok(&h);
+    }
+
+    #[cfg(feature = "hardened")]
+    #[test]
+    fn hardened_a_write_to_a_freed_small_block_is_caught_on_reuse() {
+        let (mut h, _m) = heap(16);
+        let l = lay(40, 8);
+        let a = h.alloc(l).unwrap();
+        let _guard = h.alloc(l).unwrap();
+        // SAFETY: `a` is live with `l`; the write after the free is the
+        // use-after-free under test (the block stays heap memory).
+        unsafe {
+            h.dealloc(a, l).unwrap();
+            a.as_ptr().add(2 * W).write(0x42);
+        }
+        assert!(h.alloc(l).is_none(), "the poisoned block is not handed out");
+        assert!(h.is_failed_closed());
+        assert!(h.alloc(lay(8, 8)).is_none());
+    }
+
+    #[cfg(feature = "hardened")]
+    #[test]
+    fn hardened_a_write_to_a_freed_large_region_is_caught_on_reuse() {
+        let (mut h, _m) = heap(16);
+        let l = lay(1000, 8);
+        let a = h.alloc(l).unwrap();
+        let _guard = h.alloc(l).unwrap();
+        // SAFETY: `a` is live with `l`; the write after the free lands in
+        // the freed region's poisoned prefix (use-after-free under test).
+        unsafe {
+            h.dealloc(a, l).unwrap();
+            a.as_ptr().add(3 * W).write(0x42);
+        }
+        assert!(h.alloc(l).is_none());
+        assert!(h.is_failed_closed());
+    }
+
+    #[cfg(feature = "hardened")]
+    #[test]
+    fn hardened_a_forged_free_list_link_is_caught() {
+        let (mut h, _m) = heap(16);
+        let l = lay(1000, 8);
+        let a = h.alloc(l).unwrap();
+        let _g1 = h.alloc(l).unwrap();
+        let b = h.alloc(l).unwrap();
+        let _g2 = h.alloc(l).unwrap();
+        // SAFETY: both are live with `l`; then `b`'s freed region gets a
+        // forged next link: the plain address of `a`'s region, as an
+        // attacker without the secret would write it.
+        unsafe {
+            h.dealloc(a, l).unwrap();
+            h.dealloc(b, l).unwrap();
+            let rb = b.as_ptr().sub(W);
+            set_link(rb, 1, a.as_ptr().sub(W).wrapping_add(8 * GRAIN));
+        }
+        // Taking `b`'s region off its list follows the forged link.
+        assert!(h.alloc(l).is_none());
+        assert!(h.is_failed_closed());
+    }
+
+    #[cfg(feature = "hardened")]
+    #[test]
+    fn hardened_a_forged_quick_list_link_is_caught() {
+        let (mut h, _m) = heap(16);
+        let l = lay(40, 8);
+        let a = h.alloc(l).unwrap();
+        let b = h.alloc(l).unwrap();
+        let _guard = h.alloc(l).unwrap();
+        // SAFETY: both are live with `l`; then `b`'s link word (its first
+        // payload word, still heap memory) is overwritten with a raw
+        // pointer to another block: the forgery under test.
+        unsafe {
+            h.dealloc(b, l).unwrap();
+            b.as_ptr().cast::<*mut u8>().write(a.as_ptr().sub(W));
+        }
+        assert!(h.alloc(l).is_none());
+        assert!(h.is_failed_closed());
+    }
+
+    #[cfg(feature = "hardened")]
+    #[test]
+    fn hardened_links_are_stored_masked() {
+        let (mut h, _m) = heap(16);
+        let l = lay(40, 8);
+        let a = h.alloc(l).unwrap();
+        let b = h.alloc(l).unwrap();
+        let _guard = h.alloc(l).unwrap();
+        // SAFETY: both are live with `l`, freed once.
+        unsafe {
+            h.dealloc(a, l).unwrap();
+            h.dealloc(b, l).unwrap();
+            // `b` is the head, its link leads to `a`: stored masked.
+            let raw = b.as_ptr().cast::<*mut u8>().read();
+            assert_ne!(raw, a.as_ptr().sub(W));
+            assert_eq!(h.peek(b.as_ptr().sub(W), 0), a.as_ptr().sub(W));
+        }
+        assert_eq!(h.alloc(l).unwrap(), b);
+        assert_eq!(h.alloc(l).unwrap(), a);
+        ok(&h);
     }
 
     #[test]

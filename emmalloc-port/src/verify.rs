@@ -6,7 +6,9 @@ use core::fmt;
 use linmem_memory::{HeapStats, MemorySource, PAGE_SIZE, Violation};
 
 use crate::bins::{BUCKETS, bucket};
-use crate::block::{END_SENTINEL, GRAIN, MIN_REGION, PHASE, ROOT_HDR, USED, W, get_link, word};
+use crate::block::{
+    CACHED, END_SENTINEL, GRAIN, MIN_REGION, PHASE, ROOT_HDR, USED, W, get_link, word,
+};
 use crate::heap::Heap;
 
 /// What a region seen by the heap walk is.
@@ -18,6 +20,9 @@ pub enum RegionKind {
     Used,
     /// A free region.
     Free,
+    /// A freed block parked in a quick list (counted as free in the
+    /// statistics, merged with its neighbours later).
+    Cached,
     /// A root's end sentinel (a lone used size word of size zero).
     RootEnd,
 }
@@ -31,6 +36,8 @@ pub(crate) struct Totals {
     free_blocks: usize,
     largest_free: usize,
     sentinel_bytes: usize,
+    cached_bytes: usize,
+    cached_blocks: usize,
 }
 
 impl Totals {
@@ -41,8 +48,8 @@ impl Totals {
             peak_footprint: heap.peak_footprint(),
             in_use: self.used_bytes,
             live_blocks: self.used_blocks,
-            free: self.free_bytes,
-            free_blocks: self.free_blocks,
+            free: self.free_bytes + self.cached_bytes,
+            free_blocks: self.free_blocks + self.cached_blocks,
             largest_free: self.largest_free,
         }
     }
@@ -102,11 +109,16 @@ impl<S: MemorySource> Heap<S> {
                 // only advances by sizes checked to stay below `end`).
                 let h = unsafe { word(r) };
                 let size = h & !(GRAIN - 1);
-                if h & (GRAIN - 1) & !USED != 0 || size < MIN_REGION || size > ea - a {
+                let cached = h & CACHED != 0;
+                if h & (GRAIN - 1) & !(USED | CACHED) != 0
+                    || (cached && h & USED == 0)
+                    || size < MIN_REGION
+                    || size > ea - a
+                {
                     return Err(Violation::new(2, a, "bad region size word"));
                 }
                 // SAFETY: I2: the footer lies inside the region (checked).
-                if unsafe { word(r.add(size - W)) } != h {
+                if unsafe { word(r.add(size - W)) } != h & !CACHED {
                     return Err(Violation::new(2, a, "header and footer disagree"));
                 }
                 if !(a + W).is_multiple_of(GRAIN) {
@@ -121,6 +133,10 @@ impl<S: MemorySource> Heap<S> {
                     t.free_blocks += 1;
                     t.largest_free = t.largest_free.max(size);
                     f(a, size, RegionKind::Free);
+                } else if cached {
+                    t.cached_bytes += size;
+                    t.cached_blocks += 1;
+                    f(a, size, RegionKind::Cached);
                 } else {
                     t.used_bytes += size;
                     t.used_blocks += 1;
@@ -152,7 +168,7 @@ impl<S: MemorySource> Heap<S> {
                 ));
             }
         }
-        if t.used_bytes + t.free_bytes + t.sentinel_bytes > self.footprint {
+        if t.used_bytes + t.free_bytes + t.cached_bytes + t.sentinel_bytes > self.footprint {
             return Err(Violation::new(
                 6,
                 self.footprint,
@@ -177,15 +193,15 @@ impl<S: MemorySource> Heap<S> {
         t.stats(self)
     }
 
-    /// Checks every invariant I1..I8: the region walk, the free lists and
-    /// the mask against it, and the footprint.
+    /// Checks every invariant I1..I8 and I10: the region walk, the free
+    /// lists, the mask and the quick lists against it, and the footprint.
     pub(crate) fn verify_all(&self) -> Result<HeapStats, Violation> {
         let mut t = Totals::default();
         self.walk(&mut t, |_, _, _| {})?;
         let mut listed = 0usize;
         for b in 0..BUCKETS {
             let head = self.heads[b];
-            if head.is_null() == (self.mask & (1 << b) != 0) {
+            if self.failed == 0 && head.is_null() == (self.mask & (1 << b) != 0) {
                 return Err(Violation::new(5, b, "mask bit disagrees with bucket"));
             }
             let mut prev = core::ptr::null_mut();
@@ -207,9 +223,9 @@ impl<S: MemorySource> Heap<S> {
                 // SAFETY: I4: `r` lies inside the heap span (checked).
                 let h = unsafe { word(r) };
                 // SAFETY: as above: a listed region's prev link.
-                let p = unsafe { get_link(r, 0) };
+                let p = unsafe { self.peek(r, 0) };
                 // SAFETY: as above: a listed region's next link.
-                let n = unsafe { get_link(r, 1) };
+                let n = unsafe { self.peek(r, 1) };
                 if h & USED != 0 || h < MIN_REGION || a + h > self.hi {
                     return Err(Violation::new(4, a, "listed region is not free"));
                 }
@@ -234,21 +250,62 @@ impl<S: MemorySource> Heap<S> {
                 "a free region is missing from the lists",
             ));
         }
+        let mut cached = 0usize;
+        for (i, &head) in self.quick.iter().enumerate() {
+            let mut r = head;
+            while !r.is_null() {
+                cached += 1;
+                let a = r.addr();
+                if cached > t.cached_blocks
+                    || a % GRAIN != PHASE
+                    || a < self.lo.wrapping_sub(W)
+                    || a >= self.hi
+                {
+                    return Err(Violation::new(
+                        10,
+                        a,
+                        "quick list holds more than the cached regions",
+                    ));
+                }
+                // SAFETY: I10: `r` lies inside the heap span (checked).
+                if unsafe { word(r) } != (i * GRAIN) | USED | CACHED {
+                    return Err(Violation::new(
+                        10,
+                        a,
+                        "quick-listed region is not a cached region of the list's size",
+                    ));
+                }
+                // SAFETY: as above: a cached region's link word.
+                r = unsafe { self.peek(r, 0) };
+            }
+        }
+        if cached != t.cached_blocks {
+            return Err(Violation::new(
+                10,
+                cached,
+                "a cached region is missing from the quick lists",
+            ));
+        }
         Ok(t.stats(self))
     }
 
-    /// Calls `f(size)` for every listed free region (at most as many as
-    /// the arena can hold, so a damaged list cannot loop forever).
+    /// Calls `f(size)` for every listed free region and every cached one
+    /// (at most as many as the arena can hold, so a damaged list cannot
+    /// loop forever).
     fn for_each_free(&self, mut f: impl FnMut(usize)) {
         let mut budget = self.footprint / MIN_REGION;
-        for &head in &self.heads {
-            let mut r = head;
-            while !r.is_null() && budget != 0 {
-                budget -= 1;
-                // SAFETY: I4: listed regions are free regions: size words.
-                f(unsafe { word(r) });
-                // SAFETY: I4: listed regions hold valid next links.
-                r = unsafe { get_link(r, 1) };
+        for (link, heads) in [(1, &self.heads[..]), (0, &self.quick[..])] {
+            for &head in heads {
+                let mut r = head;
+                while !r.is_null() && budget != 0 {
+                    budget -= 1;
+                    // SAFETY: I4, I10: listed and cached regions start with
+                    // size words.
+                    f(unsafe { word(r) } & !(GRAIN - 1));
+                    // SAFETY: I4, I10: the list's link word (next for the
+                    // buckets, the first payload word for quick lists).
+                    r = unsafe { self.peek(r, link) };
+                }
             }
         }
     }
@@ -267,6 +324,7 @@ impl<S: MemorySource> Heap<S> {
                     }
                     RegionKind::Used => writeln!(w, "  {addr:#x} {size} used"),
                     RegionKind::Free => writeln!(w, "  {addr:#x} {size} free"),
+                    RegionKind::Cached => writeln!(w, "  {addr:#x} {size} cached"),
                     RegionKind::RootEnd => writeln!(w, "root end sentinel at {addr:#x}"),
                 };
             }
@@ -303,7 +361,7 @@ impl<S: MemorySource> Heap<S> {
     /// emmalloc's `emmalloc_unclaimed_heap_memory`. Memory grown by others
     /// counts as claimed.
     pub fn unclaimed_heap_memory(&self) -> usize {
-        self.limit_pages
+        self.limit_pages()
             .saturating_sub(self.source.size_pages())
             .saturating_mul(PAGE_SIZE)
     }
@@ -346,6 +404,8 @@ mod tests {
             .collect();
         // SAFETY: `v[1]` is live with this layout.
         unsafe { h.dealloc(v[1], lay(200)).unwrap() };
+        // Merge it now rather than keep it in its quick list.
+        h.flush();
         (h, mem, v)
     }
 
@@ -403,6 +463,18 @@ mod tests {
         let (mut h, _m, _v) = sample();
         h.mask |= 1 << 3;
         assert_eq!(h.verify().unwrap_err().invariant, 5);
+    }
+
+    #[test]
+    fn verify_reports_a_cached_region_missing_from_its_quick_list() {
+        let mem = SimMemory::new(0, 16);
+        let mut h = Heap::new(mem.clone());
+        let a = h.alloc(lay(40)).unwrap();
+        // SAFETY: `a` is live with this layout.
+        unsafe { h.dealloc(a, lay(40)).unwrap() };
+        assert!(h.verify().is_ok());
+        h.quick = [core::ptr::null_mut(); crate::heap::QUICK];
+        assert_eq!(h.verify().unwrap_err().invariant, 10);
     }
 
     #[test]
