@@ -8,7 +8,9 @@
 //! none (offset 0 is never a block: blocks start at 4 mod 8). Every link read
 //! from the pool is checked to be a plausible block offset before use, and
 //! every walk is bounded, so damaged links end in [`Fault::Corrupt`], never
-//! in a loop or an out-of-pool access.
+//! in a loop or an out-of-pool access. Under feature `hardened` every link
+//! field is stored masked ([`Core::lrd`] / [`Core::lwr`], I12) and filed
+//! blocks are poisoned past their link words (I13).
 //!
 //! ```text
 //! small free block (16..=248 B)     large free block (>= 256 B)
@@ -38,8 +40,8 @@ pub(crate) type TreeMask = u128;
 /// 4 GiB pool holds is at most 35 deep; anything deeper is damage.
 pub(crate) const MAX_DEPTH: u32 = 48;
 
-const S_NEXT: u32 = 4;
-const S_PREV: u32 = 8;
+pub(crate) const S_NEXT: u32 = 4;
+pub(crate) const S_PREV: u32 = 8;
 pub(crate) const T_LEFT: u32 = 4;
 pub(crate) const T_RIGHT: u32 = 8;
 pub(crate) const T_HEIGHT: u32 = 12;
@@ -55,6 +57,62 @@ const _: () = assert!(S_PREV + HDR + HDR <= MIN_BLOCK);
 const _: () = assert!(T_PARENT + HDR + HDR <= SMALL_LIMIT);
 const _: () = assert!(MIN_BLOCK / GRAIN >= 2);
 const _: () = assert!(crate::block::MAX_END.checked_add(SMALL_LIMIT).is_some());
+
+/// Bytes of bookkeeping at the start of a small free block (header, two
+/// links): its poisoned body starts after them (I13).
+#[cfg(feature = "hardened")]
+const S_BODY: u32 = S_PREV + HDR;
+/// Bytes of bookkeeping at the start of a large free block.
+#[cfg(feature = "hardened")]
+const T_BODY: u32 = T_PARENT + HDR;
+/// Bytes of a large free block's body that are poisoned (I13): a bounded
+/// prefix, so freeing and reusing a large block stays cheap.
+#[cfg(feature = "hardened")]
+const LARGE_POISON: u32 = 64;
+/// The word freed memory is filled with under `hardened` (I13).
+#[cfg(feature = "hardened")]
+pub(crate) const POISON: u32 = 0xA55A_C33C;
+
+#[cfg(feature = "hardened")]
+const _: () = assert!(S_BODY <= MIN_BLOCK - HDR && T_BODY + LARGE_POISON + HDR <= SMALL_LIMIT);
+#[cfg(feature = "hardened")]
+const _: () = assert!(S_BODY.is_multiple_of(HDR) && LARGE_POISON.is_multiple_of(HDR));
+
+/// The poisoned words `[lo, hi)` of the free block `b` of `size` (I13): the
+/// whole body between the links and the footer for a small block, a fixed
+/// prefix after the links for a large one (which a large block keeps when
+/// it shrinks in place, since it stays at least [`SMALL_LIMIT`] long).
+#[cfg(feature = "hardened")]
+#[inline(always)]
+pub(crate) const fn poison_range(b: u32, size: u32) -> (u32, u32) {
+    if size < SMALL_LIMIT {
+        (b + S_BODY, b + size - HDR)
+    } else {
+        (b + T_BODY, b + T_BODY + LARGE_POISON)
+    }
+}
+
+/// The mask of the link stored at pool offset `at` under `hardened` (I12):
+/// safe-linking as in glibc, a function of the link's own location and the
+/// heap's secret. Pool-relative, so moving the pool keeps every link valid.
+#[cfg(feature = "hardened")]
+#[inline(always)]
+pub(crate) const fn link_key(secret: u32, at: u32) -> u32 {
+    (at ^ secret).wrapping_mul(0x9E37_79B9)
+}
+
+/// A heap secret from what a `no_std` heap has at init: addresses (the
+/// pool, the bookkeeping, the stack: randomised on hosts with ASLR, fixed
+/// on wasm32) and the pool geometry, mixed with a compile-time constant.
+#[cfg(feature = "hardened")]
+pub(crate) fn make_secret(words: [usize; 4]) -> u32 {
+    let mut x: u64 = 0x6A09_E667_F3BC_C908;
+    for w in words {
+        x = (x ^ w as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        x ^= x >> 29;
+    }
+    (x ^ (x >> 32)) as u32
+}
 
 /// The list index of a small block size.
 #[inline(always)]
@@ -107,11 +165,59 @@ impl Core {
     /// The link stored at `at`, checked to be 0 or a plausible block.
     #[inline(always)]
     pub(crate) fn link<M: Mem>(&self, m: &M, at: u32) -> R<u32> {
-        let v = m.rd(at)?;
+        let v = self.lrd(m, at)?;
         if v != 0 && !self.link_ok(v) {
             return Err(Fault::Corrupt);
         }
         Ok(v)
+    }
+
+    /// The raw link word at `at` (a link field of a free block), unmasked
+    /// under `hardened` (I12); not yet checked to name a block.
+    #[inline(always)]
+    pub(crate) fn lrd<M: Mem>(&self, m: &M, at: u32) -> R<u32> {
+        let v = m.rd(at)?;
+        #[cfg(feature = "hardened")]
+        let v = v ^ link_key(self.secret, at);
+        Ok(v)
+    }
+
+    /// Stores the link `v` in the link field at `at`, masked under
+    /// `hardened` (I12).
+    #[inline(always)]
+    pub(crate) fn lwr<M: MemMut>(&self, m: &mut M, at: u32, v: u32) -> R<()> {
+        #[cfg(feature = "hardened")]
+        let v = v ^ link_key(self.secret, at);
+        m.wr(at, v)
+    }
+
+    /// Fills the poisoned words of the free block `b` of `size` (I13).
+    #[cfg(feature = "hardened")]
+    #[inline(always)]
+    fn poison<M: MemMut>(&self, m: &mut M, b: u32, size: u32) -> R<()> {
+        let (mut at, hi) = poison_range(b, size);
+        while at < hi {
+            m.wr(at, POISON)?;
+            at += HDR;
+        }
+        Ok(())
+    }
+
+    /// Checks the poisoned words of the free block `b` of `size` (I13): a
+    /// write into freed memory (use after free) is damage.
+    #[cfg(feature = "hardened")]
+    #[inline(always)]
+    pub(crate) fn poison_ok<M: Mem>(&self, m: &M, b: u32, size: u32) -> R<()> {
+        let (mut at, hi) = poison_range(b, size);
+        let mut diff = 0;
+        while at < hi {
+            diff |= m.rd(at)? ^ POISON;
+            at += HDR;
+        }
+        if diff != 0 {
+            return Err(Fault::Corrupt);
+        }
+        Ok(())
     }
 
     // ---- exact-size lists (I6) ----
@@ -121,10 +227,12 @@ impl Core {
     pub(crate) fn list_push<M: MemMut>(&mut self, m: &mut M, b: u32, size: u32) -> R<()> {
         let i = small_index(size);
         let head = self.small[i];
-        m.wr(b + S_NEXT, head)?;
-        m.wr(b + S_PREV, 0)?;
+        #[cfg(feature = "hardened")]
+        self.poison(m, b, size)?;
+        self.lwr(m, b + S_NEXT, head)?;
+        self.lwr(m, b + S_PREV, 0)?;
         if head != 0 {
-            m.wr(head + S_PREV, b)?;
+            self.lwr(m, head + S_PREV, b)?;
         }
         self.small[i] = b;
         self.small_mask |= 1 << i;
@@ -138,7 +246,7 @@ impl Core {
         let i = small_index(size);
         let next = self.link(m, b + S_NEXT)?;
         let prev = self.link(m, b + S_PREV)?;
-        if next != 0 && m.rd(next + S_PREV)? != b {
+        if next != 0 && self.lrd(m, next + S_PREV)? != b {
             return Err(Fault::Corrupt);
         }
         if prev == 0 {
@@ -150,13 +258,13 @@ impl Core {
                 self.small_mask &= !(1 << i);
             }
         } else {
-            if m.rd(prev + S_NEXT)? != b {
+            if self.lrd(m, prev + S_NEXT)? != b {
                 return Err(Fault::Corrupt);
             }
-            m.wr(prev + S_NEXT, next)?;
+            self.lwr(m, prev + S_NEXT, next)?;
         }
         if next != 0 {
-            m.wr(next + S_PREV, prev)?;
+            self.lwr(m, next + S_PREV, prev)?;
         }
         Ok(())
     }
@@ -169,6 +277,8 @@ impl Core {
         if small_index(size) != i || size >= SMALL_LIMIT {
             return Err(Fault::Corrupt);
         }
+        #[cfg(feature = "hardened")]
+        self.poison_ok(m, b, size)?;
         self.list_remove(m, b, size)?;
         Ok(b)
     }
@@ -228,21 +338,21 @@ impl Core {
             }
             return Ok(());
         }
-        let side = if m.rd(parent + T_LEFT)? == old {
+        let side = if self.lrd(m, parent + T_LEFT)? == old {
             T_LEFT
-        } else if m.rd(parent + T_RIGHT)? == old {
+        } else if self.lrd(m, parent + T_RIGHT)? == old {
             T_RIGHT
         } else {
             return Err(Fault::Corrupt);
         };
-        m.wr(parent + side, new)
+        self.lwr(m, parent + side, new)
     }
 
     /// Sets the parent link of `n` (if any) to `p`.
     #[inline(always)]
     fn set_parent<M: MemMut>(&self, m: &mut M, n: u32, p: u32) -> R<()> {
         if n != 0 {
-            m.wr(n + T_PARENT, p)?;
+            self.lwr(m, n + T_PARENT, p)?;
         }
         Ok(())
     }
@@ -304,11 +414,11 @@ impl Core {
         if ho_c >= hi_c {
             // Single rotation: c rises, n takes c's inner subtree.
             self.replace_child(m, t, p, n, c)?;
-            m.wr(n + a, inner)?;
+            self.lwr(m, n + a, inner)?;
             self.set_parent(m, inner, n)?;
-            m.wr(c + b, n)?;
-            m.wr(n + T_PARENT, c)?;
-            m.wr(c + T_PARENT, p)?;
+            self.lwr(m, c + b, n)?;
+            self.lwr(m, n + T_PARENT, c)?;
+            self.lwr(m, c + T_PARENT, p)?;
             let hn = 1 + hi_c.max(ho);
             let top = 1 + ho_c.max(hn);
             m.wr(n + T_HEIGHT, hn)?;
@@ -322,15 +432,15 @@ impl Core {
         let hga = self.height(m, ga)?;
         let hgb = self.height(m, gb)?;
         self.replace_child(m, t, p, n, g)?;
-        m.wr(c + b, ga)?;
+        self.lwr(m, c + b, ga)?;
         self.set_parent(m, ga, c)?;
-        m.wr(n + a, gb)?;
+        self.lwr(m, n + a, gb)?;
         self.set_parent(m, gb, n)?;
-        m.wr(g + a, c)?;
-        m.wr(g + b, n)?;
-        m.wr(c + T_PARENT, g)?;
-        m.wr(n + T_PARENT, g)?;
-        m.wr(g + T_PARENT, p)?;
+        self.lwr(m, g + a, c)?;
+        self.lwr(m, g + b, n)?;
+        self.lwr(m, c + T_PARENT, g)?;
+        self.lwr(m, n + T_PARENT, g)?;
+        self.lwr(m, g + T_PARENT, p)?;
         let hcn = 1 + ho_c.max(hga);
         let hn = 1 + hgb.max(ho);
         let top = 1 + hcn.max(hn);
@@ -344,28 +454,30 @@ impl Core {
     /// behind the node of its size if there is one, else as a new leaf,
     /// then rebalanced.
     pub(crate) fn tree_insert<M: MemMut>(&mut self, m: &mut M, b: u32, size: u32) -> R<()> {
+        #[cfg(feature = "hardened")]
+        self.poison(m, b, size)?;
         let t = tree_index(size);
         let mut parent = 0;
         let mut side = T_LEFT;
         let mut cur = self.root(t);
         for _ in 0..=MAX_DEPTH {
             if cur == 0 {
-                m.wr(b + T_LEFT, 0)?;
-                m.wr(b + T_RIGHT, 0)?;
+                self.lwr(m, b + T_LEFT, 0)?;
+                self.lwr(m, b + T_RIGHT, 0)?;
                 m.wr(b + T_HEIGHT, 1)?;
-                m.wr(b + T_NEXT, 0)?;
-                m.wr(b + T_PREV, 0)?;
-                m.wr(b + T_PARENT, parent)?;
+                self.lwr(m, b + T_NEXT, 0)?;
+                self.lwr(m, b + T_PREV, 0)?;
+                self.lwr(m, b + T_PARENT, parent)?;
                 if parent == 0 {
                     *self.roots.get_mut(t).ok_or(Fault::Corrupt)? = b;
                     self.set_tree_mask(self.tree_mask() | 1 << t);
                     return Ok(());
                 }
-                m.wr(parent + side, b)?;
+                self.lwr(m, parent + side, b)?;
                 // A parent that already had a (leaf) child on the other side
                 // keeps its height 2: nothing above changes (I7).
                 let other = if side == T_LEFT { T_RIGHT } else { T_LEFT };
-                if m.rd(parent + other)? != 0 {
+                if self.lrd(m, parent + other)? != 0 {
                     return Ok(());
                 }
                 return self.retrace(m, t, parent);
@@ -374,12 +486,12 @@ impl Core {
             if ns == size {
                 let nx = self.link(m, cur + T_NEXT)?;
                 m.wr(b + T_HEIGHT, 0)?;
-                m.wr(b + T_NEXT, nx)?;
-                m.wr(b + T_PREV, cur)?;
+                self.lwr(m, b + T_NEXT, nx)?;
+                self.lwr(m, b + T_PREV, cur)?;
                 if nx != 0 {
-                    m.wr(nx + T_PREV, b)?;
+                    self.lwr(m, nx + T_PREV, b)?;
                 }
-                return m.wr(cur + T_NEXT, b);
+                return self.lwr(m, cur + T_NEXT, b);
             }
             side = if size < ns { T_LEFT } else { T_RIGHT };
             parent = cur;
@@ -393,16 +505,16 @@ impl Core {
     pub(crate) fn tree_remove<M: MemMut>(&mut self, m: &mut M, b: u32, size: u32) -> R<()> {
         let prev = self.link(m, b + T_PREV)?;
         let next = self.link(m, b + T_NEXT)?;
-        if next != 0 && m.rd(next + T_PREV)? != b {
+        if next != 0 && self.lrd(m, next + T_PREV)? != b {
             return Err(Fault::Corrupt);
         }
         if prev != 0 {
-            if m.rd(prev + T_NEXT)? != b {
+            if self.lrd(m, prev + T_NEXT)? != b {
                 return Err(Fault::Corrupt);
             }
-            m.wr(prev + T_NEXT, next)?;
+            self.lwr(m, prev + T_NEXT, next)?;
             if next != 0 {
-                m.wr(next + T_PREV, prev)?;
+                self.lwr(m, next + T_PREV, prev)?;
             }
             return Ok(());
         }
@@ -414,11 +526,11 @@ impl Core {
             // The next block of the same size takes b's place as the node.
             let h = m.rd(b + T_HEIGHT)?;
             self.replace_child(m, t, p, b, next)?;
-            m.wr(next + T_LEFT, l)?;
-            m.wr(next + T_RIGHT, r)?;
+            self.lwr(m, next + T_LEFT, l)?;
+            self.lwr(m, next + T_RIGHT, r)?;
             m.wr(next + T_HEIGHT, h)?;
-            m.wr(next + T_PARENT, p)?;
-            m.wr(next + T_PREV, 0)?;
+            self.lwr(m, next + T_PARENT, p)?;
+            self.lwr(m, next + T_PREV, 0)?;
             self.set_parent(m, l, next)?;
             return self.set_parent(m, r, next);
         }
@@ -426,11 +538,11 @@ impl Core {
             let c = l | r;
             self.replace_child(m, t, p, b, c)?;
             if c != 0 {
-                m.wr(c + T_PARENT, p)?;
+                self.lwr(m, c + T_PARENT, p)?;
             } else if p != 0 {
                 // A leaf whose sibling is a leaf too: the parent keeps its
                 // height 2 and its balance (I7).
-                let sib = m.rd(p + T_LEFT)? | m.rd(p + T_RIGHT)?;
+                let sib = self.lrd(m, p + T_LEFT)? | self.lrd(m, p + T_RIGHT)?;
                 if sib != 0 && self.height(m, sib)? == 1 {
                     return Ok(());
                 }
@@ -446,18 +558,18 @@ impl Core {
                 let h = self.height(m, b)?;
                 let sp = self.link(m, s + T_PARENT)?;
                 self.replace_child(m, t, p, b, s)?;
-                m.wr(s + T_PARENT, p)?;
+                self.lwr(m, s + T_PARENT, p)?;
                 m.wr(s + T_HEIGHT, h)?;
-                m.wr(s + T_LEFT, l)?;
-                m.wr(l + T_PARENT, s)?;
+                self.lwr(m, s + T_LEFT, l)?;
+                self.lwr(m, l + T_PARENT, s)?;
                 if sp == b {
                     return self.retrace(m, t, s);
                 }
                 let sr = self.link(m, s + T_RIGHT)?;
                 self.replace_child(m, t, sp, s, sr)?;
                 self.set_parent(m, sr, sp)?;
-                m.wr(s + T_RIGHT, r)?;
-                m.wr(r + T_PARENT, s)?;
+                self.lwr(m, s + T_RIGHT, r)?;
+                self.lwr(m, r + T_PARENT, s)?;
                 return self.retrace(m, t, sp);
             }
             s = sl;
@@ -478,8 +590,8 @@ impl Core {
         new_size: u32,
     ) -> R<bool> {
         if tree_index(new_size) != tree_index(size)
-            || m.rd(old + T_NEXT)? != 0
-            || m.rd(old + T_PREV)? != 0
+            || self.lrd(m, old + T_NEXT)? != 0
+            || self.lrd(m, old + T_PREV)? != 0
         {
             return Ok(false);
         }
@@ -506,7 +618,7 @@ impl Core {
             let (mut c, mut a) = (old, p);
             let mut steps = 0;
             loop {
-                if a == 0 || m.rd(a + T_LEFT)? == c {
+                if a == 0 || self.lrd(m, a + T_LEFT)? == c {
                     break a;
                 }
                 steps += 1;
@@ -525,7 +637,7 @@ impl Core {
             let linked = if p == 0 {
                 self.root(t) == old
             } else {
-                m.rd(p + T_LEFT)? == old || m.rd(p + T_RIGHT)? == old
+                self.lrd(m, p + T_LEFT)? == old || self.lrd(m, p + T_RIGHT)? == old
             };
             if !linked {
                 return Err(Fault::Corrupt);
@@ -533,14 +645,16 @@ impl Core {
         } else {
             let h = self.height(m, old)?;
             self.replace_child(m, t, p, old, b)?;
-            m.wr(b + T_LEFT, l)?;
-            m.wr(b + T_RIGHT, r)?;
+            self.lwr(m, b + T_LEFT, l)?;
+            self.lwr(m, b + T_RIGHT, r)?;
             m.wr(b + T_HEIGHT, h)?;
-            m.wr(b + T_NEXT, 0)?;
-            m.wr(b + T_PREV, 0)?;
-            m.wr(b + T_PARENT, p)?;
+            self.lwr(m, b + T_NEXT, 0)?;
+            self.lwr(m, b + T_PREV, 0)?;
+            self.lwr(m, b + T_PARENT, p)?;
             self.set_parent(m, l, b)?;
             self.set_parent(m, r, b)?;
+            #[cfg(feature = "hardened")]
+            self.poison(m, b, new_size)?;
         }
         Ok(true)
     }
@@ -624,6 +738,8 @@ impl Core {
         if self.node_size(m, b)? != size {
             return Err(Fault::Corrupt);
         }
+        #[cfg(feature = "hardened")]
+        self.poison_ok(m, b, size)?;
         self.tree_remove(m, b, size)?;
         Ok(b)
     }
@@ -675,21 +791,21 @@ mod tests {
         let s = c.node_size(m, n).unwrap();
         assert!(lo < s && s < hi, "tree out of order");
         for child in [T_LEFT, T_RIGHT] {
-            let k = m.rd(n + child).unwrap();
+            let k = c.lrd(m, n + child).unwrap();
             if k != 0 {
-                assert_eq!(m.rd(k + T_PARENT), Ok(n), "parent link wrong");
+                assert_eq!(c.lrd(m, k + T_PARENT), Ok(n), "parent link wrong");
             }
         }
-        let (hl, cl) = check(c, m, m.rd(n + T_LEFT).unwrap(), lo, s);
-        let (hr, cr) = check(c, m, m.rd(n + T_RIGHT).unwrap(), s, hi);
+        let (hl, cl) = check(c, m, c.lrd(m, n + T_LEFT).unwrap(), lo, s);
+        let (hr, cr) = check(c, m, c.lrd(m, n + T_RIGHT).unwrap(), s, hi);
         assert!(hl.abs_diff(hr) <= 1, "tree out of balance");
         let h = 1 + hl.max(hr);
         assert_eq!(m.rd(n + T_HEIGHT).unwrap(), h);
         let mut chain = 0;
-        let mut cur = m.rd(n + T_NEXT).unwrap();
+        let mut cur = c.lrd(m, n + T_NEXT).unwrap();
         while cur != 0 {
             chain += 1;
-            cur = m.rd(cur + T_NEXT).unwrap();
+            cur = c.lrd(m, cur + T_NEXT).unwrap();
         }
         (h, cl + cr + 1 + chain)
     }
@@ -800,7 +916,7 @@ mod tests {
         let b = block(&mut m, 1, 1024);
         c.tree_insert(&mut m, a, 512).unwrap();
         for f in [T_LEFT, T_RIGHT, T_NEXT, T_PREV] {
-            m.wr(b + f, 0).unwrap();
+            c.lwr(&mut m, b + f, 0).unwrap();
         }
         assert!(c.tree_remove(&mut m, b, 1024).is_err());
     }

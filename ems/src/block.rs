@@ -112,6 +112,10 @@ pub(crate) trait Mem {
     /// The 32-bit word at `off`; `Err` when `[off, off + 4)` is outside the
     /// accessor's window.
     fn rd(&self, off: u32) -> R<u32>;
+
+    /// An address-derived word for the heap secret (`hardened`).
+    #[cfg(feature = "hardened")]
+    fn seed(&self) -> usize;
 }
 
 /// Write access to pool memory by pool-relative offsets.
@@ -167,6 +171,11 @@ impl RawMem {
 }
 
 impl Mem for RawMem {
+    #[cfg(feature = "hardened")]
+    fn seed(&self) -> usize {
+        self.base.as_ptr().addr()
+    }
+
     #[inline(always)]
     fn rd(&self, off: u32) -> R<u32> {
         if !in_window(off, self.win) {
@@ -242,6 +251,11 @@ impl<B: AsRef<[u8]>> SliceMem<B> {
 }
 
 impl<B: AsRef<[u8]>> Mem for SliceMem<B> {
+    #[cfg(feature = "hardened")]
+    fn seed(&self) -> usize {
+        self.mem.as_ref().as_ptr().addr() ^ self.base
+    }
+
     #[inline(always)]
     fn rd(&self, off: u32) -> R<u32> {
         let i = self.index(off)?;

@@ -77,6 +77,9 @@ pub(crate) struct Core {
     pub(crate) free_blocks: u32,
     pub(crate) high_water: u32,
     pub(crate) gap_bytes: u32,
+    /// The mask secret of the links (I12), chosen at init.
+    #[cfg(feature = "hardened")]
+    pub(crate) secret: u32,
 }
 
 /// Bytes reserved at the pool start when the bookkeeping lives there.
@@ -111,6 +114,8 @@ impl Core {
             free_blocks: 0,
             high_water: 0,
             gap_bytes: 0,
+            #[cfg(feature = "hardened")]
+            secret: 0,
         }
     }
 
@@ -180,6 +185,16 @@ impl Core {
         self.magic = MAGIC;
         self.first = first;
         self.end = end;
+        #[cfg(feature = "hardened")]
+        {
+            let probe = 0u8;
+            self.secret = crate::bins::make_secret([
+                m.seed(),
+                core::ptr::from_ref(self).addr(),
+                core::ptr::from_ref(&probe).addr(),
+                (start as usize) << 16 ^ end as usize,
+            ]);
+        }
         let size = end - HDR - first;
         let r = (|| {
             m.wr(first, Hmu::new(FREE, size, true).0)?;

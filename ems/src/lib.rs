@@ -78,6 +78,34 @@
 //! never enable it in a real build. The rest of the heap is unchanged; the
 //! fail-closed unit tests do not hold under it.
 //!
+//! Feature `hardened`: two defences against heap exploitation, at a cost
+//! measured by the benchmark harness (variant `ems-hardened`):
+//!
+//! - *Safe-linking* (as glibc does): every free-list and tree link in the
+//!   pool (list next/prev, tree left/right/parent, equal-size chain
+//!   next/prev) is stored XORed with a key computed from the heap's secret
+//!   and the link's own pool-relative offset (so [`Heap::migrate`] stays
+//!   O(1)); every read unmasks it and checks that it names a block of the
+//!   pool (range, 4 mod 8) before following it. A forged or damaged link
+//!   almost surely unmasks to garbage and fails the heap closed (I12).
+//! - *Poisoning*: a filed free block's body beyond its bookkeeping words is
+//!   filled with a fixed pattern (all of it for blocks below 256 bytes, a
+//!   64-byte prefix for larger ones), and the pattern is checked when the
+//!   block is handed out again (the exact-list pop and the tree take), so a
+//!   use-after-free write fails the heap closed instead of a dirty block
+//!   being returned (I13). Allocation of zeroed memory still zeroes.
+//!
+//! `verify()` also checks both. The secret is mixed at init from the pool
+//! base address, the bookkeeping's and a stack address, the pool geometry
+//! and a compile-time constant: `no_std` has no entropy source, and on
+//! wasm32 all of these are deterministic. So the mask stops blind forging
+//! (an attacker who can only write, not read, the heap) and catches
+//! accidental corruption; it does not stop an attacker who can read heap
+//! memory or predict the layout (one masked link and its location give
+//! the secret away). Not covered: the top block (the free block at the
+//! pool end, which is never poisoned), writes into a large free block
+//! beyond its poisoned prefix, and a write of the poison pattern itself.
+//!
 //! Feature `c-exports` (wasm32 only; does nothing elsewhere): makes `Global`
 //! the module's global allocator and exports C's `malloc` family over it
 //! (see `linmem_memory`'s "C exports").
@@ -132,9 +160,16 @@
 //!   for [`EmsPool`] it excludes the in-pool bookkeeping.
 //! - **I11** Once any check fails, the corrupted flag stays set and no
 //!   operation touches the pool again.
+//! - **I12** (feature `hardened`) Every link field of a listed free block
+//!   holds its link XORed with `link_key(secret, offset of the field)`,
+//!   the secret chosen at init; an unmasked link is 0 or a block offset.
+//! - **I13** (feature `hardened`) Every free block in a list or a tree
+//!   holds the poison word throughout its poisoned range (the body after
+//!   its link words up to its footer below 256 bytes, the 64 bytes after
+//!   them from 256 bytes on).
 //!
-//! `verify()` checks I1–I9 and I11 by a full walk; I10 is enforced by every
-//! access.
+//! `verify()` checks I1–I9, I11 and (under `hardened`) I12–I13 by a full
+//! walk; I10 is enforced by every access.
 #![no_std]
 
 #[cfg(test)]

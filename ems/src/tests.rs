@@ -923,3 +923,227 @@ fn in_pool_heap_never_misbehaves_on_random_garbage_in_the_pool() {
         }
     }
 }
+
+/// Writes `v` at byte `at` of a (freed) block through a raw pointer, as a
+/// use-after-free or an attacker forging a link would.
+#[cfg(feature = "hardened")]
+fn scribble(p: NonNull<u8>, at: usize, v: u32) {
+    // SAFETY: test: `p + at` lies in the pool, which stays allocated (the
+    // block is free, not the memory); the heap holds no reference into it.
+    unsafe { p.as_ptr().add(at).cast::<u32>().write_unaligned(v) };
+}
+
+/// The pool offset of the header of the block at payload `p`.
+#[cfg(feature = "hardened")]
+fn header_offset(h: &Heap<SimMemory>, p: NonNull<u8>) -> u32 {
+    (p.as_ptr().addr() - h.pool_base().unwrap().as_ptr().addr() - 4) as u32
+}
+
+#[cfg(feature = "hardened")]
+fn assert_failed_closed(h: &mut Heap<SimMemory>) {
+    assert!(h.is_corrupted());
+    assert!(h.verify().is_err());
+    assert!(h.alloc(lay(8)).is_none());
+    assert!(h.alloc(lay(4000)).is_none());
+}
+
+/// The classic free-list attack: a fake free block built inside a live
+/// block, and a freed block's next link forged to point at it (with the
+/// back link the unlink check wants). Without `hardened` the heap hands the
+/// fake block out, overlapping the live one; with it, the forged link does
+/// not unmask to a block and the heap fails closed.
+#[test]
+fn forged_small_list_link_to_a_fake_block_is_caught_only_when_hardened() {
+    let (mut h, _sim) = sim_heap(2);
+    let a = h.alloc(lay(40)).unwrap();
+    let _g1 = h.alloc(lay(16)).unwrap();
+    let b = h.alloc(lay(40)).unwrap();
+    let victim = h.alloc(lay(200)).unwrap();
+    // SAFETY: test: live blocks.
+    unsafe {
+        h.dealloc(a, lay(40)).unwrap();
+        h.dealloc(b, lay(40)).unwrap();
+    }
+    h.verify().unwrap();
+    let b_off = (b.as_ptr().addr() - h.pool_base().unwrap().as_ptr().addr() - 4) as u32;
+    // A fake free block of 48 bytes at the victim's payload + 4.
+    let fake = (victim.as_ptr().addr() - h.pool_base().unwrap().as_ptr().addr() + 4) as u32;
+    let put = |p: NonNull<u8>, at: usize, v: u32| {
+        // SAFETY: test: `p + at` lies in the pool, which stays allocated;
+        // the heap holds no reference into it.
+        unsafe { p.as_ptr().add(at).cast::<u32>().write_unaligned(v) };
+    };
+    put(victim, 4, 48 | 0b100);
+    put(victim, 8, 0);
+    put(victim, 12, b_off);
+    // The list is b -> a: point b's next link (its first payload word) at
+    // the fake block.
+    put(b, 0, fake);
+    let first = h.alloc(lay(40));
+    let second = h.alloc(lay(40));
+    if cfg!(feature = "hardened") {
+        assert_eq!(first, None, "the forged link must not be followed");
+        assert_eq!(second, None);
+        assert!(h.is_corrupted());
+        assert!(h.verify().is_err());
+        assert!(h.alloc(lay(8)).is_none());
+    } else {
+        assert_eq!(first, Some(b));
+        assert_eq!(
+            second.map(|p| p.as_ptr().addr()),
+            Some(victim.as_ptr().addr() + 8),
+            "without masking, the fake block inside a live one is handed out"
+        );
+    }
+}
+
+#[cfg(feature = "hardened")]
+#[test]
+fn hardened_forged_small_list_link_is_caught_and_fails_closed() {
+    let (mut h, _sim) = sim_heap(2);
+    let a = h.alloc(lay(40)).unwrap();
+    let g1 = h.alloc(lay(40)).unwrap();
+    let b = h.alloc(lay(40)).unwrap();
+    let _g2 = h.alloc(lay(40)).unwrap();
+    // SAFETY: test: live blocks.
+    unsafe {
+        h.dealloc(a, lay(40)).unwrap();
+        h.dealloc(b, lay(40)).unwrap();
+    }
+    h.verify().unwrap();
+    // The list is b -> a; point b's next link at the live block g1.
+    let forged = header_offset(&h, g1);
+    scribble(b, 0, forged);
+    assert!(h.verify().is_err(), "verify must see the forged link");
+    assert_eq!(h.alloc(lay(40)), None);
+    assert_failed_closed(&mut h);
+}
+
+#[cfg(feature = "hardened")]
+#[test]
+fn hardened_forged_tree_link_is_caught_and_fails_closed() {
+    let (mut h, _sim) = sim_heap(4);
+    let mut big = Vec::new();
+    let mut guards = Vec::new();
+    for i in 0..6 {
+        big.push(h.alloc(lay(600 + i * 8)).unwrap());
+        guards.push(h.alloc(lay(16)).unwrap());
+    }
+    for (i, &p) in big.iter().enumerate() {
+        // SAFETY: test: live block.
+        unsafe { h.dealloc(p, lay(600 + i * 8)).unwrap() };
+    }
+    h.verify().unwrap();
+    // Forge every tree link word (left, right, parent) of one free node and
+    // its chain links to name a live guard block.
+    let forged = header_offset(&h, guards[0]);
+    for at in [0, 4, 12, 16, 20] {
+        scribble(big[2], at, forged);
+    }
+    assert!(h.verify().is_err(), "verify must see the forged links");
+    // Requests that walk the tree reach the forged node sooner or later.
+    for i in 0..6 {
+        if h.alloc(lay(600 + i * 8)).is_none() {
+            break;
+        }
+    }
+    assert_failed_closed(&mut h);
+}
+
+#[cfg(feature = "hardened")]
+#[test]
+fn hardened_use_after_free_write_into_a_small_block_is_caught_at_reuse() {
+    let (mut h, _sim) = sim_heap(2);
+    let a = h.alloc(lay(100)).unwrap();
+    let _g = h.alloc(lay(16)).unwrap();
+    // SAFETY: test: live block.
+    unsafe { h.dealloc(a, lay(100)).unwrap() };
+    h.verify().unwrap();
+    // Past the two link words: the poisoned body.
+    scribble(a, 40, 0x1234_5678);
+    assert!(h.verify().is_err(), "verify must see the damaged poison");
+    assert_eq!(
+        h.alloc(lay(100)),
+        None,
+        "the dirty block must not be handed out"
+    );
+    assert_failed_closed(&mut h);
+}
+
+#[cfg(feature = "hardened")]
+#[test]
+fn hardened_use_after_free_write_into_a_large_block_prefix_is_caught_at_reuse() {
+    let (mut h, _sim) = sim_heap(2);
+    let a = h.alloc(lay(1000)).unwrap();
+    let _g = h.alloc(lay(16)).unwrap();
+    // SAFETY: test: live block.
+    unsafe { h.dealloc(a, lay(1000)).unwrap() };
+    h.verify().unwrap();
+    scribble(a, 30, 0);
+    assert_eq!(h.alloc(lay(1000)), None);
+    assert_failed_closed(&mut h);
+}
+
+#[cfg(feature = "hardened")]
+#[test]
+fn hardened_reused_poisoned_blocks_come_back_zeroed_from_alloc_zeroed() {
+    let (mut h, _sim) = sim_heap(2);
+    for size in [24, 100, 248, 600, 3000] {
+        let a = h.alloc(lay(size)).unwrap();
+        fill(a, size, 7);
+        let g = h.alloc(lay(16)).unwrap();
+        // SAFETY: test: live block.
+        unsafe { h.dealloc(a, lay(size)).unwrap() };
+        let z = h.alloc_zeroed(lay(size)).unwrap();
+        assert_eq!(z, a, "the freed block is reused");
+        // SAFETY: test: `z` is a live block of `size` bytes.
+        let bytes = unsafe { core::slice::from_raw_parts(z.as_ptr(), size) };
+        assert!(bytes.iter().all(|&b| b == 0));
+        h.verify().unwrap();
+        // SAFETY: test: live blocks.
+        unsafe {
+            h.dealloc(z, lay(size)).unwrap();
+            h.dealloc(g, lay(16)).unwrap();
+        }
+    }
+    assert!(!h.is_corrupted());
+}
+
+#[cfg(feature = "hardened")]
+#[test]
+fn hardened_links_are_stored_masked() {
+    let (mut h, _sim) = sim_heap(2);
+    let a = h.alloc(lay(40)).unwrap();
+    let _g = h.alloc(lay(40)).unwrap();
+    // SAFETY: test: live block.
+    unsafe { h.dealloc(a, lay(40)).unwrap() };
+    // The only block of its list: both links are 0, yet stored masked.
+    // SAFETY: test: the freed block's link words lie in the pool.
+    let (next, prev) = unsafe {
+        (
+            a.as_ptr().cast::<u32>().read_unaligned(),
+            a.as_ptr().add(4).cast::<u32>().read_unaligned(),
+        )
+    };
+    assert!(next != 0 && prev != 0 && next != prev);
+}
+
+#[cfg(feature = "hardened")]
+#[test]
+fn hardened_guest_write_into_freed_memory_or_links_fails_the_guest_heap_closed() {
+    for at in [0usize, 20] {
+        let mut mem = vec![0u8; 16 * 1024];
+        let mut g = GuestHeap::init(&mut mem, 1024, 15 * 1024).unwrap();
+        let a = g.malloc(&mut mem, 60).unwrap() as usize;
+        let _guard = g.malloc(&mut mem, 8).unwrap();
+        g.free(&mut mem, a as u32).unwrap();
+        g.verify(&mem).unwrap();
+        // The guest writes into the block it freed: its next link (at 0)
+        // or its poisoned body (at 20).
+        mem[a + at..a + at + 4].copy_from_slice(&0x400u32.to_le_bytes());
+        assert!(g.verify(&mem).is_err());
+        assert_eq!(g.malloc(&mut mem, 60), None);
+        assert!(g.is_corrupted());
+        assert_eq!(g.malloc(&mut mem, 8), None);
+    }
+}

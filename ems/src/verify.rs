@@ -4,8 +4,8 @@
 use linmem_memory::Violation;
 
 use crate::bins::{
-    MAX_DEPTH, NSMALL, NTREES, SMALL_LIMIT, T_HEIGHT, T_LEFT, T_NEXT, T_PARENT, T_PREV, T_RIGHT,
-    tree_min,
+    MAX_DEPTH, NSMALL, NTREES, S_NEXT, S_PREV, SMALL_LIMIT, T_HEIGHT, T_LEFT, T_NEXT, T_PARENT,
+    T_PREV, T_RIGHT, tree_min,
 };
 use crate::block::{FREE, GAP, GRAIN, HDR, Hmu, MIN_BLOCK, Mem, USED};
 use crate::heap::Core;
@@ -74,6 +74,21 @@ impl<M: Mem> Walk<'_, M> {
             .map_err(|_| self.bad(inv, off, "link or block outside the pool"))
     }
 
+    /// The link at `at`, unmasked (I12).
+    fn lk(&self, inv: u8, at: u32) -> Result<u32, Violation> {
+        self.core
+            .lrd(self.m, at)
+            .map_err(|_| self.bad(inv, at, "link or block outside the pool"))
+    }
+
+    /// Checks the poison of the free block `b` of `size` (I13).
+    #[cfg(feature = "hardened")]
+    fn poison(&self, b: u32, size: u32) -> Result<(), Violation> {
+        self.core
+            .poison_ok(self.m, b, size)
+            .map_err(|_| self.bad(13, b, "free memory was written (poison damaged)"))
+    }
+
     /// Checks the subtree at `n` (sizes strictly inside `(lo, hi)`, parent
     /// `parent`); returns its height.
     fn tree(
@@ -100,14 +115,14 @@ impl<M: Mem> Walk<'_, M> {
         if size <= lo || size >= hi {
             return Err(self.bad(7, n, "tree out of size order or duplicate node size"));
         }
-        if self.rd(7, n + T_PREV)? != 0 {
+        if self.lk(7, n + T_PREV)? != 0 {
             return Err(self.bad(7, n, "tree node has a chain predecessor"));
         }
-        if self.rd(7, n + T_PARENT)? != parent {
+        if self.lk(7, n + T_PARENT)? != parent {
             return Err(self.bad(7, n, "tree node's parent link is wrong"));
         }
-        let l = self.rd(7, n + T_LEFT)?;
-        let r = self.rd(7, n + T_RIGHT)?;
+        let l = self.lk(7, n + T_LEFT)?;
+        let r = self.lk(7, n + T_RIGHT)?;
         let hl = self.tree(l, n, (lo, size), depth + 1)?;
         let hr = self.tree(r, n, (size, hi), depth + 1)?;
         if hl.abs_diff(hr) > 1 {
@@ -118,9 +133,11 @@ impl<M: Mem> Walk<'_, M> {
             return Err(self.bad(7, n, "stored tree height is wrong"));
         }
         self.nodes += 1;
+        #[cfg(feature = "hardened")]
+        self.poison(n, size)?;
         self.count(n, size)?;
         let mut prev = n;
-        let mut cur = self.rd(7, n + T_NEXT)?;
+        let mut cur = self.lk(7, n + T_NEXT)?;
         while cur != 0 {
             if !self.core.link_ok(cur) {
                 return Err(self.bad(7, cur, "chain link is not a block of the pool"));
@@ -129,12 +146,14 @@ impl<M: Mem> Walk<'_, M> {
             if ch.usage() != FREE || ch.size() != size {
                 return Err(self.bad(7, cur, "chained block is not free or differs in size"));
             }
-            if self.rd(7, cur + T_PREV)? != prev || self.rd(7, cur + T_HEIGHT)? != 0 {
+            if self.lk(7, cur + T_PREV)? != prev || self.rd(7, cur + T_HEIGHT)? != 0 {
                 return Err(self.bad(7, cur, "chain back link or marker wrong"));
             }
+            #[cfg(feature = "hardened")]
+            self.poison(cur, size)?;
             self.count(cur, size)?;
             prev = cur;
-            cur = self.rd(7, cur + T_NEXT)?;
+            cur = self.lk(7, cur + T_NEXT)?;
         }
         Ok(height)
     }
@@ -241,12 +260,14 @@ impl Core {
                 if h.usage() != FREE || h.size() >= SMALL_LIMIT || h.size() / GRAIN != i as u32 {
                     return Err(w.bad(6, cur, "listed block is not free or in the wrong list"));
                 }
-                if w.rd(6, cur + 8)? != prev {
+                if w.lk(6, cur + S_PREV)? != prev {
                     return Err(w.bad(6, cur, "list back link wrong"));
                 }
+                #[cfg(feature = "hardened")]
+                w.poison(cur, h.size())?;
                 w.count(cur, h.size())?;
                 prev = cur;
-                cur = w.rd(6, cur + 4)?;
+                cur = w.lk(6, cur + S_NEXT)?;
             }
         }
         st.small_free_blocks = w.blocks;
