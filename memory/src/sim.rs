@@ -44,7 +44,10 @@ struct State {
 
 #[derive(Debug)]
 struct Inner {
-    /// M2: the base of one allocation of `max_pages * PAGE_SIZE` bytes.
+    /// The host allocation: `layout_for(max_pages)`, 16-aligned.
+    alloc: NonNull<u8>,
+    /// M2: the first 64 KiB boundary in `alloc`, the base of
+    /// `max_pages * PAGE_SIZE` bytes inside it.
     base: NonNull<u8>,
     max_pages: usize,
     initial_pages: usize,
@@ -59,17 +62,23 @@ unsafe impl Sync for Inner {}
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // SAFETY: M2: `base` came from `alloc_zeroed` with exactly this layout.
-        unsafe { dealloc(self.base.as_ptr(), layout_for(self.max_pages)) };
+        // SAFETY: `alloc` came from `alloc_zeroed` with exactly this layout.
+        unsafe { dealloc(self.alloc.as_ptr(), layout_for(self.max_pages)) };
     }
 }
 
+/// The host allocation for `max_pages`: one page more than needed, so a
+/// 64 KiB-aligned base fits inside it, at the allocator's plain 16-byte
+/// alignment. (A 64 KiB-aligned `alloc_zeroed` is served by an aligned
+/// allocation plus a memset of the whole reservation; a plain one by
+/// `calloc`, which maps fresh zero pages and touches nothing.)
 fn layout_for(max_pages: usize) -> Layout {
     let bytes = max_pages
         .max(1)
-        .checked_mul(PAGE_SIZE)
+        .checked_add(1)
+        .and_then(|p| p.checked_mul(PAGE_SIZE))
         .expect("SimMemory maximum overflows usize");
-    Layout::from_size_align(bytes, PAGE_SIZE).expect("SimMemory maximum too large")
+    Layout::from_size_align(bytes, 16).expect("SimMemory maximum too large")
 }
 
 /// A handle to a simulated linear memory.
@@ -108,8 +117,12 @@ impl SimMemory {
         );
         let layout = layout_for(config.max_pages);
         // SAFETY: the layout has a non-zero size (at least one page).
-        let base = unsafe { alloc_zeroed(layout) };
-        let base = NonNull::new(base).expect("host could not reserve the simulated memory");
+        let alloc = unsafe { alloc_zeroed(layout) };
+        let alloc = NonNull::new(alloc).expect("host could not reserve the simulated memory");
+        let pad = alloc.as_ptr().addr().wrapping_neg() & (PAGE_SIZE - 1);
+        // SAFETY: `pad < PAGE_SIZE` and the allocation holds one page more
+        // than the memory's maximum, so the base stays inside it.
+        let base = unsafe { alloc.add(pad) };
         let end = config.initial_pages * PAGE_SIZE;
         let tail = config.heap_base.map(|hb| {
             assert!(hb <= end, "heap_base lies beyond the initial memory");
@@ -129,6 +142,7 @@ impl SimMemory {
         };
         Self {
             inner: Arc::new(Inner {
+                alloc,
                 base,
                 max_pages: config.max_pages,
                 initial_pages: config.initial_pages,
