@@ -10,8 +10,7 @@ use crate::model::Model;
 use crate::program::{self, Op, Outcome, check_heap, free_all, free_nth, generate, step};
 use crate::{Failure, Subject, TestMemory, scale};
 
-/// The heap-page budget of most cases (32 MiB).
-const PAGES: usize = scale(512, 48);
+use crate::workload::{self, PAGES};
 
 fn layout(size: usize, align: usize) -> Result<Layout, Failure> {
     Layout::from_size_align(size, align).map_err(|_| Failure::new("bad layout"))
@@ -33,136 +32,35 @@ fn alloc_into<H: RawHeap>(heap: &mut H, model: &mut Model, l: Layout) -> Result<
 pub fn every_alignment_1_to_64k_is_honoured<H: RawHeap, M: TestMemory>(
     s: &Subject<H, M>,
 ) -> Result<(), Failure> {
-    let (mut heap, _mem) = s.heap(PAGES);
-    let mut model = Model::new();
-    for shift in 0..=16 {
-        let align = 1usize << shift;
-        let sizes = [1, align, align + align / 2 + 1, 24];
-        // Under Miri the small sizes only: the alignment is what is checked.
-        for &size in &sizes[..scale(4, 1)] {
-            alloc_into(&mut heap, &mut model, layout(size, align)?)
-                .map_err(|e| e.context(&format!("align {align} size {size}")))?;
-        }
-        model.check_all()?;
-        check_heap(&heap, &s.caps, &model)?;
-    }
-    free_all(&mut heap, &mut model)?;
-    check_heap(&heap, &s.caps, &model)
+    workload::plain(s, PAGES, workload::alignment_sweep)
 }
 
 /// Sizes from 1 byte to 8 MiB: every power of two and its neighbours.
 pub fn sizes_from_1_byte_to_8_mib_are_served<H: RawHeap, M: TestMemory>(
     s: &Subject<H, M>,
 ) -> Result<(), Failure> {
-    let top = scale(23, 11);
-    let (mut heap, _mem) = s.heap((2usize << top) / PAGE_SIZE * 3 + 64);
-    let mut model = Model::new();
-    let mut sizes = vec![1, 2, 3, 5, 7, 9, 15, 17];
-    for shift in 4..=top {
-        let p = 1usize << shift;
-        sizes.extend([p - 1, p, p + 1]);
-    }
-    for (i, &size) in sizes.iter().enumerate() {
-        alloc_into(&mut heap, &mut model, layout(size, 8)?)
-            .map_err(|e| e.context(&format!("size {size}")))?;
-        // Free every other block so that freed space is reused too.
-        if i % 2 == 1 {
-            let half = model.len() / 2;
-            free_nth(&mut heap, &mut model, half)?;
-        }
-        model.check_all()?;
-    }
-    check_heap(&heap, &s.caps, &model)?;
-    free_all(&mut heap, &mut model)?;
-    check_heap(&heap, &s.caps, &model)
+    workload::plain(s, workload::SIZE_SWEEP_PAGES, workload::size_sweep)
 }
 
 /// `alloc_zeroed` returns zeros, also where freed, dirtied memory is reused.
 pub fn zeroed_blocks_are_zero_also_on_reused_memory<H: RawHeap, M: TestMemory>(
     s: &Subject<H, M>,
 ) -> Result<(), Failure> {
-    let (mut heap, _mem) = s.heap(PAGES);
-    let sizes = [
-        8usize,
-        24,
-        100,
-        256,
-        1000,
-        4096,
-        scale(20_000, 300),
-        scale(70_000, 5000),
-    ];
-    for round in 0..scale(3, 1) {
-        let mut blocks = Vec::new();
-        for (i, &size) in sizes.iter().enumerate() {
-            let l = layout(size, 1 << (i % 5))?;
-            let p = heap.alloc(l).ok_or_else(|| Failure::new("alloc failed"))?;
-            // SAFETY: `p` is live for `l`.
-            unsafe { p.as_ptr().write_bytes(0xFF, size) };
-            blocks.push((p, l));
-        }
-        for (p, l) in blocks.drain(..).rev() {
-            // SAFETY: `p` is live with `l`.
-            unsafe { heap.dealloc(p, l) }.map_err(|e| Failure::new(e.to_string()))?;
-        }
-        let mut model = Model::new();
-        for (i, &size) in sizes.iter().enumerate() {
-            let l = layout(size, 1 << (i % 5))?;
-            let p = heap
-                .alloc_zeroed(l)
-                .ok_or_else(|| Failure::new("alloc_zeroed failed"))?;
-            model
-                .insert(p, l, true)
-                .map_err(|e| e.context(&format!("round {round}")))?;
-        }
-        free_all(&mut heap, &mut model)?;
-        check_heap(&heap, &s.caps, &model)?;
-    }
-    Ok(())
+    workload::plain(s, PAGES, workload::zeroed_reuse)
 }
 
 /// realloc keeps the common prefix, growing and shrinking, in place or not.
 pub fn realloc_keeps_the_prefix_growing_and_shrinking<H: RawHeap, M: TestMemory>(
     s: &Subject<H, M>,
 ) -> Result<(), Failure> {
-    let (mut heap, _mem) = s.heap(PAGES);
-    let mut model = Model::new();
-    let sizes = [
-        1usize, 7, 8, 9, 64, 250, 256, 300, 4000, 5000, 70_000, 200_000, 100, 3,
-    ];
-    for &align in &[1usize, 4096, 8, 16, 64][..scale(5, 2)] {
-        alloc_into(&mut heap, &mut model, layout(5, align)?)?;
-        let mut b = model
-            .nth(model.len() - 1)
-            .ok_or_else(|| Failure::new("model empty"))?;
-        for (i, &new_size) in sizes.iter().enumerate() {
-            // A neighbour allocated in between sometimes blocks in-place growth.
-            if i % 3 == 0 {
-                alloc_into(&mut heap, &mut model, layout(40, 8)?)?;
-            }
-            // SAFETY: `b` is live with this layout.
-            let p = unsafe { heap.realloc(b.ptr, b.layout, new_size) }
-                .ok_or_else(|| Failure::new(format!("realloc to {new_size} failed")))?;
-            model.moved(b, p, new_size).map_err(|e| {
-                e.context(&format!("align {align}: {} -> {new_size}", b.layout.size()))
-            })?;
-            b = *model
-                .blocks()
-                .find(|x| x.ptr == p)
-                .ok_or_else(|| Failure::new("realloc result not in the model"))?;
-            model.check_all()?;
-            check_heap(&heap, &s.caps, &model)?;
-        }
-    }
-    free_all(&mut heap, &mut model)?;
-    check_heap(&heap, &s.caps, &model)
+    workload::plain(s, PAGES, workload::realloc_sweep)
 }
 
 /// A long random program without faults: no overlap, contents survive.
 pub fn live_blocks_never_overlap_and_keep_their_contents<H: RawHeap, M: TestMemory>(
     s: &Subject<H, M>,
 ) -> Result<(), Failure> {
-    let ops: Vec<Op> = generate(0x5EED, scale(3000, 60))
+    let ops: Vec<Op> = generate(0x5EED, crate::lighter(3000, 60, 20))
         .into_iter()
         .filter(|op| !matches!(op, Op::FailNextGrow | Op::ForeignGrow { .. }))
         .collect();
@@ -217,7 +115,7 @@ pub fn sizes_near_isize_max_return_null<H: RawHeap, M: TestMemory>(
 pub fn grow_failure_at_every_point_loses_nothing<H: RawHeap, M: TestMemory>(
     s: &Subject<H, M>,
 ) -> Result<(), Failure> {
-    let ops: Vec<Op> = generate(0xFA11, scale(160, 14))
+    let ops: Vec<Op> = generate(0xFA11, crate::lighter(160, 14, 6))
         .into_iter()
         .filter(|op| !matches!(op, Op::FailNextGrow | Op::ForeignGrow { .. }))
         .collect();
@@ -266,7 +164,7 @@ pub fn foreign_growth_between_operations_is_tolerated<H: RawHeap, M: TestMemory>
 ) -> Result<(), Failure> {
     let (mut heap, mem) = s.heap(PAGES);
     let mut model = Model::new();
-    for i in 0..scale(40, 5) {
+    for i in 0..crate::lighter(40, 5, 2) {
         alloc_into(
             &mut heap,
             &mut model,
@@ -405,4 +303,69 @@ pub fn random_programs_match_the_model<H: RawHeap, M: TestMemory>(
         }
         Ok(())
     }
+}
+
+/// Fault injection at scale: every workload of the suite ([`workload::all`])
+/// re-run with each of its grow requests failing in turn, alone and three in
+/// a row. The refused operation returns null, every live block stays intact,
+/// `verify()` holds, and the operation succeeds once memory can grow again.
+///
+/// Prints the figures (visible with `--nocapture`).
+pub fn grow_failure_at_every_grow_of_every_workload_loses_nothing<H: RawHeap, M: TestMemory>(
+    s: &Subject<H, M>,
+) -> Result<(), Failure> {
+    let points = crate::sized(usize::MAX, 3, 1);
+    let fig = workload::fault_injection_at_scale(s, points)?;
+    if fig.refused == 0 {
+        return Err(Failure::new(
+            "no operation was ever refused: the case tests nothing",
+        ));
+    }
+    println!(
+        "fault injection: {} workloads, {} grow points, {} runs, {} grow failures injected, \
+         {} operations refused and retried",
+        fig.workloads, fig.grow_points, fig.runs, fig.injected, fig.refused
+    );
+    Ok(())
+}
+
+/// Programs decoded from bytes ([`program::from_bytes`], the fuzzers' input
+/// format) run against the model: seeded random byte strings here, the
+/// fuzzers' in `fuzz/`.
+pub fn byte_programs_match_the_model<H: RawHeap, M: TestMemory>(
+    s: &Subject<H, M>,
+) -> Result<(), Failure> {
+    let mut rng = program::Rng::new(0xF022);
+    for input in 0..crate::lighter(64, 2, 1) {
+        let len = rng.below(crate::sized(2048, 1024, 96));
+        let data: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
+        program::run_bytes(s, &data).map_err(|e| e.context(&format!("input {input}")))?;
+    }
+    Ok(())
+}
+
+/// A million random operations on one heap with `verify()` every 1000
+/// operations and the contents of every live block checked every 10,000
+/// (fewer operations inside wasm and under Miri).
+///
+/// Prints the figures (visible with `--nocapture`).
+pub fn soak_one_million_operations<H: RawHeap, M: TestMemory>(
+    s: &Subject<H, M>,
+) -> Result<(), Failure> {
+    let total = crate::lighter(crate::sized(1_000_000, 20_000, 300), 300, 50);
+    let every = crate::sized(10_000, 1000, 50);
+    #[cfg(not(target_arch = "wasm32"))]
+    let t = std::time::Instant::now();
+    let fig = workload::soak(s, total, every)?;
+    // No clock in wasm32-unknown-unknown.
+    #[cfg(target_arch = "wasm32")]
+    let took = "";
+    #[cfg(not(target_arch = "wasm32"))]
+    let took = format!(" in {:.1?}", t.elapsed());
+    println!(
+        "soak: {} operations on {} heap(s), {} verifies, {} full content checks, \
+         {} refused by injected faults{took}",
+        fig.ops, fig.heaps, fig.verifies, fig.content_checks, fig.refused
+    );
+    Ok(())
 }

@@ -25,14 +25,17 @@ pub mod global;
 mod mem;
 pub mod model;
 pub mod program;
+pub mod workload;
 
+#[cfg(not(target_arch = "wasm32"))]
+pub use mem::SimTestMemory;
 #[cfg(target_arch = "wasm32")]
 pub use mem::WasmTestMemory;
 pub use mem::{Knobs, TestMemory};
 
 /// The memory the suite runs heaps on: simulated on the host.
 #[cfg(not(target_arch = "wasm32"))]
-pub type Mem = linmem_memory::SimMemory;
+pub type Mem = SimTestMemory;
 /// The memory the suite runs heaps on: real `memory.grow` in wasm.
 #[cfg(target_arch = "wasm32")]
 pub type Mem = WasmTestMemory;
@@ -75,6 +78,13 @@ impl<H: RawHeap, M: TestMemory> Subject<H, M> {
     /// and a handle to that memory's knobs.
     pub fn heap(&self, max_heap_pages: usize) -> (H, M) {
         let mem = M::fresh(max_heap_pages);
+        ((self.make)(mem.clone()), mem)
+    }
+
+    /// As [`heap`](Self::heap), with room for `foreign_pages` of foreign
+    /// growth (a smaller simulated memory is cheaper to make).
+    pub fn heap_with(&self, max_heap_pages: usize, foreign_pages: usize) -> (H, M) {
+        let mem = M::with_budget(max_heap_pages, foreign_pages);
         ((self.make)(mem.clone()), mem)
     }
 }
@@ -124,12 +134,39 @@ pub const fn scale(full: usize, miri: usize) -> usize {
     if cfg!(miri) { miri } else { full }
 }
 
+/// `host` natively, `wasm` inside a wasm engine (node runs the suite in a
+/// few seconds), `miri` under Miri.
+pub const fn sized(host: usize, wasm: usize, miri: usize) -> usize {
+    if cfg!(target_arch = "wasm32") {
+        wasm
+    } else {
+        scale(host, miri)
+    }
+}
+
+/// Whether this is a light Miri pass (Tree Borrows, 32-bit): set by
+/// `LINMEM_MIRI_LIGHT` in the environment, which `cargo xtask miri` forwards
+/// into Miri for those passes; the heaviest cases then run fewer rounds.
+pub fn miri_light() -> bool {
+    cfg!(miri) && std::env::var_os("LINMEM_MIRI_LIGHT").is_some()
+}
+
+/// `miri` normally under Miri, `light` in a light Miri pass
+/// ([`miri_light`]), `full` otherwise.
+pub fn lighter(full: usize, miri: usize, light: usize) -> usize {
+    if miri_light() {
+        light
+    } else {
+        scale(full, miri)
+    }
+}
+
 /// Property cases per run: `PROPTEST_CASES` if set, else 64 (3 under Miri).
 pub fn proptest_cases() -> u32 {
     std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(scale(64, 3) as u32)
+        .unwrap_or(lighter(64, 3, 1) as u32)
 }
 
 /// Runs one case and panics with its failure (what a test does).
@@ -158,10 +195,13 @@ macro_rules! conformance {
             live_blocks_never_overlap_and_keep_their_contents,
             sizes_near_isize_max_return_null,
             grow_failure_at_every_point_loses_nothing,
+            grow_failure_at_every_grow_of_every_workload_loses_nothing,
             foreign_growth_between_operations_is_tolerated,
             bounded_live_set_does_not_grow_memory_without_bound,
             global_alloc_contract_holds_through_the_adapters,
             random_programs_match_the_model,
+            byte_programs_match_the_model,
+            soak_one_million_operations,
         );
     };
     (@cases $make:path, $caps:expr; $($case:ident,)*) => {

@@ -16,40 +16,142 @@ pub trait Knobs {
 
 /// A memory source the suite can steer and measure.
 pub trait TestMemory: MemorySource + Knobs + Clone + 'static {
-    /// A new memory the heap may grow by at most `max_heap_pages` pages.
-    fn fresh(max_heap_pages: usize) -> Self;
+    /// A new memory the heap may grow by at most `max_heap_pages` pages,
+    /// and a foreign party by [`FOREIGN_PAGES_BUDGET`](crate::FOREIGN_PAGES_BUDGET).
+    fn fresh(max_heap_pages: usize) -> Self {
+        Self::with_budget(max_heap_pages, crate::FOREIGN_PAGES_BUDGET)
+    }
+    /// A new memory the heap may grow by at most `max_heap_pages` pages, and
+    /// a foreign party by `foreign_pages` (where the memory is simulated).
+    fn with_budget(max_heap_pages: usize, foreign_pages: usize) -> Self;
     /// Pages the heap has grown memory by.
     fn heap_pages(&self) -> usize;
+    /// At least the most pages the heap has held at once.
+    fn peak_heap_pages(&self) -> usize;
+    /// Pages grown by a foreign party (where the memory is simulated; 0 in
+    /// wasm, where foreign growth is real and unbudgeted).
+    fn foreign_pages(&self) -> usize;
+    /// Grow requests the heap has made so far, successful or not.
+    fn grow_requests(&self) -> usize;
+    /// Makes the heap's grow requests numbered `from..to` fail (counted
+    /// from 0 since the memory was made; each call replaces the last).
+    fn fail_grow_requests(&self, from: usize, to: usize);
+}
+
+/// The fault schedule of a test memory: which grow requests fail.
+#[derive(Debug, Default)]
+struct Schedule {
+    requests: usize,
+    fail_from: usize,
+    fail_to: usize,
+}
+
+impl Schedule {
+    /// Counts one grow request; whether it is to fail.
+    fn request(&mut self) -> bool {
+        let n = self.requests;
+        self.requests += 1;
+        (self.fail_from..self.fail_to).contains(&n)
+    }
 }
 
 #[cfg(not(target_arch = "wasm32"))]
 mod host {
-    use linmem_memory::SimMemory;
+    use std::ptr::NonNull;
+    use std::sync::{Arc, Mutex, MutexGuard};
 
-    use super::{Knobs, TestMemory};
+    use linmem_memory::{MemorySource, Region, SimMemory};
 
-    impl TestMemory for SimMemory {
-        fn fresh(max_heap_pages: usize) -> Self {
-            // One initial page stands for the module's static data.
-            SimMemory::new(1, 1 + max_heap_pages + crate::FOREIGN_PAGES_BUDGET)
+    use super::{Knobs, Schedule, TestMemory};
+
+    /// A [`SimMemory`] with the suite's fault schedule: it counts the heap's
+    /// grow requests and fails those the schedule names. Clones share the
+    /// memory and the schedule.
+    #[derive(Clone, Debug)]
+    pub struct SimTestMemory {
+        sim: SimMemory,
+        schedule: Arc<Mutex<(Schedule, usize)>>,
+    }
+
+    impl SimTestMemory {
+        /// The simulated memory underneath.
+        pub fn sim(&self) -> &SimMemory {
+            &self.sim
         }
-        fn heap_pages(&self) -> usize {
-            SimMemory::heap_pages(self)
+
+        fn schedule(&self) -> MutexGuard<'_, (Schedule, usize)> {
+            // Every update is a plain field store: poisoning cannot leave
+            // the schedule half-updated.
+            self.schedule.lock().unwrap_or_else(|e| e.into_inner())
         }
     }
 
-    impl Knobs for SimMemory {
+    // SAFETY: M1: every region comes from the `SimMemory` (which upholds
+    // M1); this wrapper only refuses some grows, changing nothing then.
+    unsafe impl MemorySource for SimTestMemory {
+        fn grow(&mut self, bytes: usize) -> Option<Region> {
+            let mut g = self.schedule();
+            if g.0.request() {
+                g.1 += 1;
+                return None;
+            }
+            drop(g);
+            self.sim.grow(bytes)
+        }
+
+        fn size_pages(&self) -> usize {
+            self.sim.size_pages()
+        }
+
+        unsafe fn release_tail(&mut self, end: NonNull<u8>, bytes: usize) -> usize {
+            // SAFETY: the caller's contract, forwarded to the memory the
+            // bytes came from.
+            unsafe { self.sim.release_tail(end, bytes) }
+        }
+    }
+
+    impl TestMemory for SimTestMemory {
+        fn with_budget(max_heap_pages: usize, foreign_pages: usize) -> Self {
+            // One initial page stands for the module's static data.
+            Self {
+                sim: SimMemory::new(1, 1 + max_heap_pages + foreign_pages),
+                schedule: Arc::default(),
+            }
+        }
+        fn heap_pages(&self) -> usize {
+            self.sim.heap_pages()
+        }
+        fn peak_heap_pages(&self) -> usize {
+            self.sim.peak_pages() - 1
+        }
+        fn foreign_pages(&self) -> usize {
+            self.sim.pages() - 1 - self.sim.heap_pages()
+        }
+        fn grow_requests(&self) -> usize {
+            self.schedule().0.requests
+        }
+        fn fail_grow_requests(&self, from: usize, to: usize) {
+            let mut g = self.schedule();
+            g.0.fail_from = from;
+            g.0.fail_to = to;
+        }
+    }
+
+    impl Knobs for SimTestMemory {
         fn fail_next_grows(&self, n: usize) {
-            SimMemory::fail_next_grows(self, n)
+            self.sim.fail_next_grows(n)
         }
         fn foreign_grow(&self, pages: usize) -> bool {
-            SimMemory::foreign_grow(self, pages)
+            self.sim.foreign_grow(pages)
         }
         fn failed_grows(&self) -> usize {
-            SimMemory::failed_grows(self)
+            self.sim.failed_grows() + self.schedule().1
         }
     }
 }
+
+#[cfg(not(target_arch = "wasm32"))]
+pub use host::SimTestMemory;
 
 #[cfg(target_arch = "wasm32")]
 mod wasm {
@@ -58,10 +160,11 @@ mod wasm {
 
     use linmem_memory::{MemorySource, PAGE_SIZE, Region, WasmMemory};
 
-    use super::{Knobs, TestMemory};
+    use super::{Knobs, Schedule, TestMemory};
 
     #[derive(Default, Debug)]
     struct State {
+        schedule: std::cell::RefCell<Schedule>,
         fail_next: Cell<usize>,
         failed: Cell<usize>,
         heap_pages: Cell<usize>,
@@ -83,6 +186,10 @@ mod wasm {
         fn grow(&mut self, bytes: usize) -> Option<Region> {
             let k = &self.knobs;
             let pages = bytes.div_ceil(PAGE_SIZE);
+            if k.schedule.borrow_mut().request() {
+                k.failed.set(k.failed.get() + 1);
+                return None;
+            }
             if k.fail_next.get() > 0 || k.heap_pages.get() + pages > k.max_heap_pages.get() {
                 k.fail_next.set(k.fail_next.get().saturating_sub(1));
                 k.failed.set(k.failed.get() + 1);
@@ -103,7 +210,7 @@ mod wasm {
     }
 
     impl TestMemory for WasmTestMemory {
-        fn fresh(max_heap_pages: usize) -> Self {
+        fn with_budget(max_heap_pages: usize, _foreign_pages: usize) -> Self {
             let knobs = State::default();
             knobs.max_heap_pages.set(max_heap_pages);
             Self {
@@ -113,6 +220,20 @@ mod wasm {
         }
         fn heap_pages(&self) -> usize {
             self.knobs.heap_pages.get()
+        }
+        fn peak_heap_pages(&self) -> usize {
+            self.knobs.heap_pages.get()
+        }
+        fn foreign_pages(&self) -> usize {
+            0
+        }
+        fn grow_requests(&self) -> usize {
+            self.knobs.schedule.borrow().requests
+        }
+        fn fail_grow_requests(&self, from: usize, to: usize) {
+            let mut s = self.knobs.schedule.borrow_mut();
+            s.fail_from = from;
+            s.fail_to = to;
         }
     }
 

@@ -63,6 +63,11 @@ impl Model {
         self.live.values().nth(i % self.live.len()).copied()
     }
 
+    /// The live block at `ptr`, if any.
+    pub fn get(&self, ptr: NonNull<u8>) -> Option<Block> {
+        self.live.get(&(ptr.as_ptr() as usize)).copied()
+    }
+
     /// Every live block.
     pub fn blocks(&self) -> impl Iterator<Item = &Block> {
         self.live.values()

@@ -76,7 +76,20 @@ pub fn run<H: RawHeap, K: Knobs>(
     caps: &Caps,
     ops: &[Op],
 ) -> Result<Outcome, Failure> {
+    run_with(heap, mem, caps, ops, Model::new().full_check_limit)
+}
+
+/// [`run`], with blocks larger than `full_check_limit` checked in a window
+/// at each end only ([`Model::full_check_limit`]).
+pub fn run_with<H: RawHeap, K: Knobs>(
+    heap: &mut H,
+    mem: &K,
+    caps: &Caps,
+    ops: &[Op],
+    full_check_limit: usize,
+) -> Result<Outcome, Failure> {
     let mut model = Model::new();
+    model.full_check_limit = full_check_limit;
     let mut out = Outcome::default();
     for (i, &op) in ops.iter().enumerate() {
         step(heap, mem, &mut model, op, &mut out).map_err(|e| e.at(i, op))?;
@@ -257,6 +270,131 @@ pub fn generate(seed: u64, len: usize) -> Vec<Op> {
             },
         })
         .collect()
+}
+
+/// Operations [`from_bytes`] decodes at most.
+pub const MAX_DECODED_OPS: usize = 4096;
+
+/// Decodes any byte string into a program (the fuzzers' input format).
+///
+/// Each operation takes a tag byte and up to three argument bytes (missing
+/// bytes read as zero), so that every input is a valid program and small
+/// mutations make small changes: the tag's low four bits pick the kind
+/// (6/16 alloc, 2/16 zeroed alloc, 4/16 free, 2/16 realloc, 1/16 failing
+/// grow, 1/16 foreign growth), sizes come in four classes up to 1 MiB, and
+/// alignments are mostly small, up to 64 KiB.
+pub fn from_bytes(data: &[u8]) -> Vec<Op> {
+    let mut bytes = data.iter().copied();
+    let mut ops = Vec::new();
+    while let Some(tag) = bytes.next() {
+        if ops.len() == MAX_DECODED_OPS {
+            break;
+        }
+        let mut byte = || bytes.next().unwrap_or(0);
+        let op = match tag & 15 {
+            0..=7 => {
+                let size = size_from_bytes(byte(), byte());
+                let a = byte();
+                let align_log = if a & 0x80 == 0 {
+                    a & 3
+                } else {
+                    (a & 0x7F) % 17
+                };
+                if tag & 15 < 6 {
+                    Op::Alloc { size, align_log }
+                } else {
+                    Op::AllocZeroed { size, align_log }
+                }
+            }
+            8..=11 => Op::Dealloc {
+                pick: usize::from(byte()),
+            },
+            12..=13 => Op::Realloc {
+                pick: usize::from(byte()),
+                new_size: size_from_bytes(byte(), byte()),
+            },
+            14 => Op::FailNextGrow,
+            _ => Op::ForeignGrow {
+                pages: 1 + usize::from(tag >> 7),
+            },
+        };
+        ops.push(op);
+    }
+    ops
+}
+
+/// A size from two bytes: the top three bits pick the class (half up to
+/// 256 B, a quarter up to 4 KiB, an eighth up to 64 KiB and up to 1 MiB).
+fn size_from_bytes(hi: u8, lo: u8) -> usize {
+    let v = usize::from(u16::from_be_bytes([hi, lo]));
+    let low = v & 0x1FFF;
+    match v >> 13 {
+        0..=3 => 1 + (low & 0xFF),
+        4..=5 => 1 + (low & 0xFFF),
+        6 => 1 + low * 8,
+        _ => 1 + low * 128,
+    }
+}
+
+/// Blocks of programs decoded from bytes are checked whole up to this size,
+/// larger ones in a window at each end (every live block is checked after
+/// every step: this keeps a step's cost bounded for the fuzzers).
+pub const BYTES_CHECK_LIMIT: usize = scale(512, 256);
+
+/// The heap-page budget of a program decoded from bytes (4 MiB): a program
+/// that asks for more sees its allocations refused, which it tolerates. (A
+/// simulated memory costs its whole size to make: kept small for the
+/// fuzzers' rate.)
+pub const BYTES_PAGES: usize = scale(64, 48);
+
+/// The pages a program decoded from bytes may grow by as a foreign party
+/// (more such grows fail).
+pub const BYTES_FOREIGN_PAGES: usize = 16;
+
+/// Decodes `data` ([`from_bytes`]) and runs it on a fresh heap of `s`
+/// against the model ([`run`]): what each fuzz target does per input.
+pub fn run_bytes<H: RawHeap, M: crate::TestMemory>(
+    s: &crate::Subject<H, M>,
+    data: &[u8],
+) -> Result<Outcome, Failure> {
+    let ops = from_bytes(data);
+    let (mut heap, mem) = s.heap_with(BYTES_PAGES, BYTES_FOREIGN_PAGES);
+    run_with(&mut heap, &mem, &s.caps, &ops, BYTES_CHECK_LIMIT)
+}
+
+/// One operation of a soak: the mix of [`generate`], with the live set
+/// kept near `target` blocks (frees grow likelier as it fills) and sizes
+/// mostly small, so that a million operations stay within memory. (The
+/// soak grows memory as a foreign party itself, at a bounded rate.)
+pub fn soak_op(r: &mut Rng, live: usize, target: usize) -> Op {
+    let size = |r: &mut Rng| match r.below(1000) {
+        0..=699 => 1 + r.below(128),
+        700..=949 => 1 + r.below(scale(2048, 256)),
+        950..=998 => 1 + r.below(scale(16 * 1024, 1024)),
+        _ => 1 + r.below(scale(256 * 1024, 4096)),
+    };
+    let free_share = 30 * live / target.max(1);
+    let roll = r.below(100);
+    if roll < free_share.min(60) {
+        return Op::Dealloc {
+            pick: r.below(1 << 16),
+        };
+    }
+    match r.below(100) {
+        0..=59 => Op::Alloc {
+            size: size(r),
+            align_log: align_log_from(r),
+        },
+        60..=69 => Op::AllocZeroed {
+            size: size(r),
+            align_log: align_log_from(r),
+        },
+        70..=97 => Op::Realloc {
+            pick: r.below(1 << 16),
+            new_size: size(r),
+        },
+        _ => Op::FailNextGrow,
+    }
 }
 
 /// proptest strategies for programs (host only).
