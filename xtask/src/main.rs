@@ -4,12 +4,23 @@
 //!   the doc tests, and the conformance suite inside a wasm engine (node,
 //!   through wasm-bindgen-test). Installs the wasm32 target and a
 //!   version-matched wasm-bindgen-cli first when missing.
-//! - `cargo xtask miri`: the host suite and unit tests under Miri with a
-//!   reduced case count (installs the nightly miri component if missing).
+//! - `cargo xtask miri [mode]`: under Miri (installs the nightly miri
+//!   component if missing), with strict provenance, in three modes (or the
+//!   one named): `stacked-borrows`, the host suite and unit tests at a
+//!   reduced case count; `tree-borrows` and `i686` (a 32-bit `usize`, as on
+//!   wasm32), the conformance suite at a further reduced count. Prints each
+//!   mode's pass/fail count and time.
+//! - `cargo xtask fuzz [secs]`: each cargo-fuzz target (one per allocator)
+//!   for `secs` seconds (default 30); see `xtask/src/fuzz.rs`.
 //! - `cargo xtask lint`: `cargo fmt --check`, clippy (host and wasm32) and the
 //!   docs build, all with warnings denied.
 //!
 //! Each ends with a plain `N passed, N failed` line over all test binaries.
+
+mod atomics;
+mod cexports;
+mod embed;
+mod fuzz;
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -70,10 +81,12 @@ fn main() -> ExitCode {
     let mut tally = Tally::default();
     let ok = match args.first().map(String::as_str) {
         Some("test") => test(&root, &mut tally),
-        Some("miri") => miri(&root, &mut tally),
+        Some("miri") => miri(&root, &args[1..], &mut tally),
         Some("lint") => lint(&root, &mut tally),
+        Some("fuzz") => fuzz::fuzz(&root, &args[1..], &mut tally),
+        Some("atomics") => atomics::check(&root, &mut tally),
         _ => {
-            eprintln!("usage: cargo xtask <test | miri | lint>");
+            eprintln!("usage: cargo xtask <test | miri [mode] | lint | fuzz [secs] | atomics>");
             return ExitCode::from(2);
         }
     };
@@ -186,6 +199,9 @@ fn test(root: &Path, tally: &mut Tally) -> bool {
             tally,
         );
         ok &= wasm_app(root, tally);
+        ok &= atomics::check(root, tally);
+        ok &= cexports::c_exports(root, tally);
+        ok &= embed::ems_runtime(root, tally);
     } else {
         ok = false;
     }
@@ -247,7 +263,7 @@ fn wasm_app(root: &Path, tally: &mut Tally) -> bool {
     ok
 }
 
-fn miri(root: &Path, tally: &mut Tally) -> bool {
+fn miri(root: &Path, args: &[String], tally: &mut Tally) -> bool {
     let has_miri = output_of(Command::new("rustup").args([
         "component",
         "list",
@@ -272,21 +288,108 @@ fn miri(root: &Path, tally: &mut Tally) -> bool {
     {
         return false;
     }
-    // `cargo +nightly` needs the rustup proxy, while `$CARGO` is the
-    // toolchain's own cargo: go through rustup.
-    let mut cmd = Command::new("rustup");
-    cmd.current_dir(root)
-        .args(["run", "nightly", "cargo", "miri", "test", "--workspace"]);
-    for c in NOT_UNDER_MIRI {
-        cmd.args(["--exclude", c]);
+    let only = args.first().map(String::as_str);
+    if only.is_some_and(|m| !MIRI_MODES.iter().any(|mode| mode.name == m)) {
+        let names: Vec<&str> = MIRI_MODES.iter().map(|m| m.name).collect();
+        tally
+            .failures
+            .push(format!("usage: cargo xtask miri [{}]", names.join(" | ")));
+        return false;
     }
-    if env::var_os("MIRIFLAGS").is_none() {
-        cmd.env("MIRIFLAGS", "-Zmiri-strict-provenance");
+    let mut ok = true;
+    for mode in MIRI_MODES
+        .iter()
+        .filter(|m| only.is_none_or(|o| o == m.name))
+    {
+        // `cargo +nightly` needs the rustup proxy, while `$CARGO` is the
+        // toolchain's own cargo: go through rustup.
+        let mut cmd = Command::new("rustup");
+        cmd.current_dir(root)
+            .args(["run", "nightly", "cargo", "miri", "test"]);
+        let mut flags = env::var("MIRIFLAGS").unwrap_or_else(|_| "-Zmiri-strict-provenance".into());
+        if mode.light {
+            // The conformance suite only, at a further reduced case count.
+            cmd.args(["-p", "linmem-tests"]);
+            for b in SUITE_BINARIES {
+                cmd.args(["--test", b]);
+            }
+            cmd.env("LINMEM_MIRI_LIGHT", "1");
+            flags.push_str(" -Zmiri-env-forward=LINMEM_MIRI_LIGHT");
+        } else {
+            cmd.arg("--workspace");
+            for c in NOT_UNDER_MIRI {
+                cmd.args(["--exclude", c]);
+            }
+            // Doc tests under Miri add little and take long.
+            cmd.args(["--lib", "--tests"]);
+        }
+        if let Some(target) = mode.target {
+            cmd.args(["--target", target]);
+        }
+        for f in mode.flags {
+            flags.push(' ');
+            flags.push_str(f);
+        }
+        cmd.env("MIRIFLAGS", flags);
+        let mut t = Tally::default();
+        let start = std::time::Instant::now();
+        ok &= run(
+            &format!("miri {}: {}", mode.name, mode.what),
+            &mut cmd,
+            &mut t,
+        );
+        println!(
+            "xtask: miri {}: {} passed, {} failed in {:.0?}",
+            mode.name,
+            t.passed,
+            t.failed,
+            start.elapsed()
+        );
+        tally.passed += t.passed;
+        tally.failed += t.failed;
+        tally.failures.append(&mut t.failures);
     }
-    // Doc tests under Miri add little and take long.
-    cmd.args(["--lib", "--tests"]);
-    run("miri: host suite and unit tests", &mut cmd, tally)
+    ok
 }
+
+/// The conformance-suite binaries that the light Miri modes run.
+const SUITE_BINARIES: &[&str] = &["bump", "dlmalloc", "emmalloc", "ems"];
+
+/// One way `cargo xtask miri` runs the tests under Miri.
+struct MiriMode {
+    /// What `cargo xtask miri <name>` selects.
+    name: &'static str,
+    what: &'static str,
+    /// Added to `MIRIFLAGS` (which defaults to strict provenance).
+    flags: &'static [&'static str],
+    target: Option<&'static str>,
+    /// Only the conformance suite, with `LINMEM_MIRI_LIGHT` set.
+    light: bool,
+}
+
+const MIRI_MODES: &[MiriMode] = &[
+    MiriMode {
+        name: "stacked-borrows",
+        what: "host suite and unit tests, Stacked Borrows",
+        flags: &[],
+        target: None,
+        light: false,
+    },
+    MiriMode {
+        name: "tree-borrows",
+        what: "conformance suite, Tree Borrows, light",
+        flags: &["-Zmiri-tree-borrows"],
+        target: None,
+        light: true,
+    },
+    MiriMode {
+        name: "i686",
+        what: "conformance suite on a 32-bit target (usize as on wasm32), light",
+        flags: &[],
+        target: Some("i686-unknown-linux-gnu"),
+        light: true,
+    },
+];
 
 fn lint(root: &Path, tally: &mut Tally) -> bool {
     let mut ok = run(
