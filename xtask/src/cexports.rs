@@ -3,9 +3,8 @@
 //! each allocator and drives its exports from node.
 
 use std::path::Path;
-use std::process::Command;
 
-use crate::{APP_ALLOCATORS, Tally, WASM, cargo, run};
+use crate::{Tally, node_example};
 
 /// Mixed C operations the node driver runs per allocator, besides its fixed
 /// cases.
@@ -16,45 +15,12 @@ const OPS: &str = "20000";
 /// alongside Rust allocations and full heap checks. Each allocator counts
 /// as one test.
 pub(crate) fn c_exports(root: &Path, tally: &mut Tally) -> bool {
-    let example = root.join("examples/c-exports");
-    let target = root.join("target/c-exports");
-    let wasm = target.join("wasm32-unknown-unknown/release/linmem_c_exports.wasm");
-    let mut ok = true;
-    let present = APP_ALLOCATORS
-        .iter()
-        .filter(|(_, d)| root.join(d).join("Cargo.toml").exists());
-    for (feature, _) in present {
-        let built = run(
-            &format!("c exports with {feature}: build"),
-            cargo()
-                .current_dir(&example)
-                .env("CARGO_TARGET_DIR", &target)
-                .args([
-                    "build",
-                    "--release",
-                    "--target",
-                    WASM,
-                    "--no-default-features",
-                    "--features",
-                    feature,
-                ]),
-            tally,
-        );
-        let ran = built
-            && run(
-                &format!("c exports with {feature}: run in node"),
-                Command::new("node")
-                    .arg(example.join("run.mjs"))
-                    .arg(&wasm)
-                    .arg(OPS),
-                tally,
-            );
-        if ran {
-            tally.passed += 1;
-        } else {
-            tally.failed += 1;
-        }
-        ok &= ran;
-    }
-    ok
+    node_example(
+        root,
+        tally,
+        "c exports",
+        "c-exports",
+        "linmem_c_exports.wasm",
+        &[OPS],
+    )
 }

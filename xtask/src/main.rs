@@ -220,18 +220,40 @@ const APP_ALLOCATORS: &[(&str, &str)] = &[
 /// `#[global_allocator]` line) with each allocator and runs it in node:
 /// 300,000 blocks of mixed sizes, every byte checked.
 fn wasm_app(root: &Path, tally: &mut Tally) -> bool {
-    let app = root.join("examples/wasm-app");
-    let target = root.join("target/wasm-app");
-    let wasm = target.join("wasm32-unknown-unknown/release/linmem_wasm_app.wasm");
+    node_example(
+        root,
+        tally,
+        "wasm app",
+        "wasm-app",
+        "linmem_wasm_app.wasm",
+        &["300000", "1000"],
+    )
+}
+
+/// Builds `examples/<dir>` (its own workspace, one cargo feature per
+/// allocator) for wasm32 with each allocator present, and runs its
+/// `run.mjs` in node on the module `wasm` with `args`. Each allocator counts
+/// as one test.
+pub(crate) fn node_example(
+    root: &Path,
+    tally: &mut Tally,
+    what: &str,
+    dir: &str,
+    wasm: &str,
+    args: &[&str],
+) -> bool {
+    let example = root.join("examples").join(dir);
+    let target = root.join("target").join(dir);
+    let wasm = target.join("wasm32-unknown-unknown/release").join(wasm);
     let mut ok = true;
     let present = APP_ALLOCATORS
         .iter()
         .filter(|(_, d)| root.join(d).join("Cargo.toml").exists());
     for (feature, _) in present {
         let built = run(
-            &format!("wasm app with {feature}: build"),
+            &format!("{what} with {feature}: build"),
             cargo()
-                .current_dir(&app)
+                .current_dir(&example)
                 .env("CARGO_TARGET_DIR", &target)
                 .args([
                     "build",
@@ -246,11 +268,11 @@ fn wasm_app(root: &Path, tally: &mut Tally) -> bool {
         );
         let ran = built
             && run(
-                &format!("wasm app with {feature}: run in node"),
+                &format!("{what} with {feature}: run in node"),
                 Command::new("node")
-                    .arg(app.join("run.mjs"))
+                    .arg(example.join("run.mjs"))
                     .arg(&wasm)
-                    .args(["300000", "1000"]),
+                    .args(args),
                 tally,
             );
         if ran {
