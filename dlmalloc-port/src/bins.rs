@@ -48,8 +48,9 @@ pub(crate) const fn small_size(i: usize) -> usize {
     i << SMALL_SHIFT
 }
 
-/// The tree bin of a chunk of `size >= MIN_LARGE` bytes.
-#[inline(always)]
+/// The tree bin of a chunk of `size >= MIN_LARGE` bytes. (`#[inline]`, not
+/// `always`: a size build keeps one copy for its two callers.)
+#[inline]
 pub(crate) const fn tree_index(size: usize) -> usize {
     let x = size >> TREE_SHIFT;
     if x == 0 {

@@ -64,10 +64,14 @@ pub(crate) const REC_SIZE: usize = (5 * W + ALIGN_MASK) & !ALIGN_MASK;
 pub(crate) const TOP_FOOT: usize = REC_SIZE;
 
 const HEAD: usize = W;
-const FD: usize = 2 * W;
-const BK: usize = 3 * W;
-const CHILD: usize = 4 * W;
-const PARENT: usize = 6 * W;
+/// Byte offset of a free chunk's forward link.
+pub(crate) const FD: usize = 2 * W;
+/// Byte offset of a free chunk's backward link.
+pub(crate) const BK: usize = 3 * W;
+/// Byte offset of a tree chunk's first child link (the second follows).
+pub(crate) const CHILD: usize = 4 * W;
+/// Byte offset of a tree chunk's parent link.
+pub(crate) const PARENT: usize = 6 * W;
 const INDEX: usize = 7 * W;
 
 const _: () = assert!(W == 4 || W == 8);
@@ -96,6 +100,7 @@ unsafe fn word_at(p: *mut u8, off: usize) -> *mut usize {
 /// # Safety
 ///
 /// As for [`word_at`].
+#[cfg(not(feature = "hardened"))]
 #[inline(always)]
 unsafe fn link_at(p: *mut u8, off: usize) -> *mut *mut u8 {
     // SAFETY: the caller's contract: the word lies in the same segment.
@@ -128,32 +133,6 @@ macro_rules! word_field {
     };
 }
 
-macro_rules! link_field {
-    ($get:ident, $set:ident, $off:expr, $what:literal) => {
-        #[doc = concat!("Reads ", $what, " of free chunk `p`.")]
-        ///
-        /// # Safety
-        ///
-        /// `p` is a free chunk large enough for the link (I4, I6).
-        #[inline(always)]
-        pub(crate) unsafe fn $get(p: *mut u8) -> *mut u8 {
-            // SAFETY: the caller's contract.
-            unsafe { link_at(p, $off).read() }
-        }
-
-        #[doc = concat!("Writes ", $what, " of free chunk `p`.")]
-        ///
-        /// # Safety
-        ///
-        /// As for the reader; the heap owns the chunk.
-        #[inline(always)]
-        pub(crate) unsafe fn $set(p: *mut u8, v: *mut u8) {
-            // SAFETY: the caller's contract.
-            unsafe { link_at(p, $off).write(v) }
-        }
-    };
-}
-
 word_field!(
     prev_foot,
     set_prev_foot,
@@ -162,30 +141,67 @@ word_field!(
 );
 word_field!(head, set_head, HEAD, "the head word");
 word_field!(tindex, set_tindex, INDEX, "the tree bin index");
-link_field!(fd, set_fd, FD, "the forward link");
-link_field!(bk, set_bk, BK, "the backward link");
-link_field!(parent, set_parent, PARENT, "the tree parent");
-
-/// Reads child `k` (0 or 1) of tree chunk `p`.
+/// Reads the link stored at byte `off` of free chunk `p`, as stored.
 ///
 /// # Safety
 ///
-/// `p` is a tree-binned free chunk (I6) and `k < 2`.
+/// `p` is a free chunk large enough for the link (I4, I6).
+#[cfg(not(feature = "hardened"))]
 #[inline(always)]
-pub(crate) unsafe fn child(p: *mut u8, k: usize) -> *mut u8 {
-    // SAFETY: the caller's contract (I6: tree chunks hold the links).
-    unsafe { link_at(p, CHILD + k * W).read() }
+pub(crate) unsafe fn load_link(p: *mut u8, off: usize) -> *mut u8 {
+    // SAFETY: the caller's contract.
+    unsafe { link_at(p, off).read() }
 }
 
-/// Writes child `k` (0 or 1) of tree chunk `p`.
+/// Writes the link at byte `off` of free chunk `p`, as given.
 ///
 /// # Safety
 ///
-/// As for [`child`]; the heap owns the chunk.
+/// As for [`load_link`]; the heap owns the chunk.
+#[cfg(not(feature = "hardened"))]
 #[inline(always)]
-pub(crate) unsafe fn set_child(p: *mut u8, k: usize, v: *mut u8) {
-    // SAFETY: the caller's contract (I6).
-    unsafe { link_at(p, CHILD + k * W).write(v) }
+pub(crate) unsafe fn store_link(p: *mut u8, off: usize, v: *mut u8) {
+    // SAFETY: the caller's contract.
+    unsafe { link_at(p, off).write(v) }
+}
+
+/// The mask of the link word at address `slot` under the heap secret
+/// (safe-linking, I12): the slot's page number moved up three bits, so the
+/// low bits are the secret's, which are never all zero.
+#[cfg(feature = "hardened")]
+#[inline(always)]
+pub(crate) const fn link_mask(slot: usize, secret: usize) -> usize {
+    ((slot >> 12) << 3) ^ secret
+}
+
+/// Reads and unmasks the link at byte `off` of free chunk `p` (I12). The
+/// result carries `p`'s provenance (the segment's) and is not validated.
+///
+/// # Safety
+///
+/// `p` is a free chunk large enough for the link (I4, I6).
+#[cfg(feature = "hardened")]
+#[inline(always)]
+pub(crate) unsafe fn load_link(p: *mut u8, off: usize, secret: usize) -> *mut u8 {
+    // SAFETY: the caller's contract.
+    let w = unsafe { word_at(p, off) };
+    // SAFETY: as above: the word lies in the chunk.
+    let v = unsafe { w.read() };
+    p.with_addr(v ^ link_mask(w.addr(), secret))
+}
+
+/// Masks and writes the link at byte `off` of free chunk `p` (I12).
+///
+/// # Safety
+///
+/// As for [`load_link`]; the heap owns the chunk.
+#[cfg(feature = "hardened")]
+#[inline(always)]
+pub(crate) unsafe fn store_link(p: *mut u8, off: usize, v: *mut u8, secret: usize) {
+    // SAFETY: the caller's contract.
+    let w = unsafe { word_at(p, off) };
+    // SAFETY: as above.
+    unsafe { w.write(v.addr() ^ link_mask(w.addr(), secret)) }
 }
 
 /// The chunk `off` bytes after `p`.
@@ -227,6 +243,27 @@ pub(crate) const fn pad_request(n: usize) -> usize {
 /// The largest request served; anything above returns `None`. Leaves room
 /// for the alignment padding and the segment overheads without overflow.
 pub(crate) const MAX_REQUEST: usize = isize::MAX as usize - 4 * linmem_memory::MAX_ALIGN;
+
+/// The byte freed memory is filled with in a hardened build (I13): `0xDD`,
+/// the "dead memory" fill of other debug heaps.
+#[cfg(feature = "hardened")]
+pub(crate) const POISON: u8 = 0xDD;
+
+/// How many poisoned bytes of a reused free chunk an allocation checks.
+#[cfg(feature = "hardened")]
+pub(crate) const POISON_CHECK: usize = 256;
+
+/// Where the poisoned part of a free chunk of `size` bytes starts: after
+/// its head and the links its bin stores (I13).
+#[cfg(feature = "hardened")]
+#[inline(always)]
+pub(crate) const fn poison_from(size: usize) -> usize {
+    if crate::bins::is_small(size) {
+        MIN_CHUNK
+    } else {
+        MIN_TREE_CHUNK
+    }
+}
 
 /// A null link.
 #[inline(always)]

@@ -1,6 +1,8 @@
 //! The heap: allocation, freeing with coalescing, realloc, growth.
 
 use core::alloc::Layout;
+#[cfg(feature = "hardened")]
+use core::cell::Cell;
 use core::ptr::{self, NonNull};
 
 use linmem_memory::{HeapError, HeapStats, MemorySource, RawHeap, Violation};
@@ -9,9 +11,9 @@ use crate::bins::{
     MIN_LARGE, NSMALL, NTREE, is_small, left_bits, small_index, small_size, tree_index, tree_shift,
 };
 use crate::block::{
-    ALIGN, ALIGN_MASK, CINUSE, FENCE, MAX_REQUEST, MEM_OFFSET, MIN_CHUNK, OVERHEAD, PINUSE,
-    TOP_FOOT, W, bk, child, fd, head, minus, null, pad_request, parent, plus, prev_foot, set_bk,
-    set_child, set_fd, set_head, set_parent, set_prev_foot, set_tindex, size_of_head, tindex,
+    ALIGN, ALIGN_MASK, BK, CHILD, CINUSE, FD, FENCE, MAX_REQUEST, MEM_OFFSET, MIN_CHUNK, OVERHEAD,
+    PARENT, PINUSE, TOP_FOOT, W, head, load_link, minus, null, pad_request, plus, prev_foot,
+    set_head, set_prev_foot, set_tindex, size_of_head, store_link, tindex,
 };
 
 /// A dlmalloc-design heap over a [`MemorySource`].
@@ -54,6 +56,20 @@ pub struct Heap<S: MemorySource> {
     pub(crate) failed: bool,
     /// The error the last refused call reports.
     error: HeapError,
+    /// I12: the secret that masks every free-list link (0 before the
+    /// first grow).
+    #[cfg(feature = "hardened")]
+    pub(crate) secret: usize,
+    /// I12: every chunk lies in `[lo, hi)` (the span of all segments).
+    #[cfg(feature = "hardened")]
+    pub(crate) lo: usize,
+    /// I12: see `lo`.
+    #[cfg(feature = "hardened")]
+    pub(crate) hi: usize,
+    /// Where a forged link or a written freed byte was seen (0: nowhere);
+    /// the operation in progress fails the heap closed when it ends.
+    #[cfg(feature = "hardened")]
+    pub(crate) tamper: Cell<usize>,
     source: S,
 }
 
@@ -99,6 +115,14 @@ impl<S: MemorySource> Heap<S> {
             overhead: 0,
             failed: false,
             error: HeapError::FailedClosed,
+            #[cfg(feature = "hardened")]
+            secret: 0,
+            #[cfg(feature = "hardened")]
+            lo: 0,
+            #[cfg(feature = "hardened")]
+            hi: 0,
+            #[cfg(feature = "hardened")]
+            tamper: Cell::new(0),
             source,
         }
     }
@@ -154,6 +178,229 @@ impl<S: MemorySource> Heap<S> {
         }
     }
 
+    // ----- links ------------------------------------------------------
+
+    /// Reads the link at byte `off` of free chunk `p`. A hardened build
+    /// unmasks it (I12) and checks that it is null or an aligned address
+    /// inside the heap; a forged one reads as null and is recorded in
+    /// `tamper`, so nothing is ever reached through it.
+    ///
+    /// # Safety
+    ///
+    /// `p` is a free chunk large enough for the link (I4, I6).
+    #[inline(always)]
+    unsafe fn link(&self, p: *mut u8, off: usize) -> *mut u8 {
+        #[cfg(not(feature = "hardened"))]
+        {
+            // SAFETY: the caller's contract.
+            unsafe { load_link(p, off) }
+        }
+        #[cfg(feature = "hardened")]
+        {
+            // SAFETY: the caller's contract.
+            let v = unsafe { load_link(p, off, self.secret) };
+            let a = v.addr();
+            if a != 0 && (a & ALIGN_MASK != 0 || a < self.lo || a >= self.hi) {
+                self.tamper.set(p.addr() + off);
+                return null();
+            }
+            v
+        }
+    }
+
+    /// Writes the link at byte `off` of free chunk `p` (masked in a hardened
+    /// build, I12).
+    ///
+    /// # Safety
+    ///
+    /// As for [`Self::link`]; the heap owns the chunk.
+    #[inline(always)]
+    unsafe fn set_link(&self, p: *mut u8, off: usize, v: *mut u8) {
+        // SAFETY: the caller's contract.
+        #[cfg(not(feature = "hardened"))]
+        unsafe {
+            store_link(p, off, v)
+        }
+        // SAFETY: the caller's contract.
+        #[cfg(feature = "hardened")]
+        unsafe {
+            store_link(p, off, v, self.secret)
+        }
+    }
+
+    /// The forward link of free chunk `p`.
+    ///
+    /// # Safety
+    ///
+    /// `p` is a binned free chunk (I4, I6).
+    #[inline(always)]
+    pub(crate) unsafe fn fd(&self, p: *mut u8) -> *mut u8 {
+        // SAFETY: the caller's contract.
+        unsafe { self.link(p, FD) }
+    }
+
+    /// The backward link of free chunk `p`.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Self::fd`].
+    #[inline(always)]
+    pub(crate) unsafe fn bk(&self, p: *mut u8) -> *mut u8 {
+        // SAFETY: the caller's contract.
+        unsafe { self.link(p, BK) }
+    }
+
+    /// The tree parent of free chunk `p`.
+    ///
+    /// # Safety
+    ///
+    /// `p` is a tree-binned free chunk (I6).
+    #[inline(always)]
+    pub(crate) unsafe fn parent(&self, p: *mut u8) -> *mut u8 {
+        // SAFETY: the caller's contract.
+        unsafe { self.link(p, PARENT) }
+    }
+
+    /// Child `k` (0 or 1) of tree chunk `p`.
+    ///
+    /// # Safety
+    ///
+    /// `p` is a tree-binned free chunk (I6) and `k < 2`.
+    #[inline(always)]
+    pub(crate) unsafe fn child(&self, p: *mut u8, k: usize) -> *mut u8 {
+        // SAFETY: the caller's contract.
+        unsafe { self.link(p, CHILD + k * W) }
+    }
+
+    /// Sets the forward link of free chunk `p`.
+    ///
+    /// # Safety
+    ///
+    /// `p` is a free chunk owned by the heap (I4).
+    #[inline(always)]
+    unsafe fn set_fd(&self, p: *mut u8, v: *mut u8) {
+        // SAFETY: the caller's contract.
+        unsafe { self.set_link(p, FD, v) }
+    }
+
+    /// Sets the backward link of free chunk `p`.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Self::set_fd`].
+    #[inline(always)]
+    unsafe fn set_bk(&self, p: *mut u8, v: *mut u8) {
+        // SAFETY: the caller's contract.
+        unsafe { self.set_link(p, BK, v) }
+    }
+
+    /// Sets the tree parent of free chunk `p`.
+    ///
+    /// # Safety
+    ///
+    /// `p` is a free chunk large enough for the tree links (I6).
+    #[inline(always)]
+    unsafe fn set_parent(&self, p: *mut u8, v: *mut u8) {
+        // SAFETY: the caller's contract.
+        unsafe { self.set_link(p, PARENT, v) }
+    }
+
+    /// Sets child `k` (0 or 1) of tree chunk `p`.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Self::set_parent`], and `k < 2`.
+    #[inline(always)]
+    unsafe fn set_child(&self, p: *mut u8, k: usize, v: *mut u8) {
+        // SAFETY: the caller's contract.
+        unsafe { self.set_link(p, CHILD + k * W, v) }
+    }
+
+    /// [`Self::malloc_chunk`], then (hardened) a heap that saw a forged link
+    /// or a written freed byte meanwhile fails closed and returns null.
+    #[inline(always)]
+    fn malloc(&mut self, nb: usize) -> *mut u8 {
+        let p = self.malloc_chunk(nb);
+        #[cfg(feature = "hardened")]
+        if self.tamper.get() != 0 {
+            self.tampered();
+            return null();
+        }
+        p
+    }
+
+    /// [`Self::free_chunk`], then (hardened) a heap that saw a forged link
+    /// meanwhile fails closed.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Self::free_chunk`].
+    #[inline(always)]
+    unsafe fn release(&mut self, p: *mut u8, size: usize) {
+        // SAFETY: forwarded contract.
+        unsafe { self.free_chunk(p, size) };
+        #[cfg(feature = "hardened")]
+        if self.tamper.get() != 0 {
+            self.tampered();
+        }
+    }
+
+    /// Poisons the window of the free chunk `p` of `size` bytes (I13): the
+    /// first `POISON_CHECK` bytes after its head and links.
+    ///
+    /// # Safety
+    ///
+    /// `p` is a free chunk of `size` bytes (or one being freed) of the heap.
+    #[cfg(feature = "hardened")]
+    #[inline(always)]
+    unsafe fn poison_window(p: *mut u8, size: usize) {
+        let from = crate::block::poison_from(size);
+        let to = size.min(from + crate::block::POISON_CHECK);
+        if to > from {
+            // SAFETY: the caller's contract: `[p + from, p + to)` lies in
+            // the chunk, after its links.
+            unsafe { plus(p, from).write_bytes(crate::block::POISON, to - from) };
+        }
+    }
+
+    /// Checks, before `nb` bytes of the free chunk `p` of `size` bytes are
+    /// handed out, that the part of its poisoned window handed out still
+    /// holds the poison (I13); records the first written word in `tamper`
+    /// otherwise.
+    ///
+    /// # Safety
+    ///
+    /// `p` is a free chunk of `size >= nb` bytes other than the top.
+    #[cfg(feature = "hardened")]
+    #[inline(always)]
+    unsafe fn check_poison(&self, p: *mut u8, size: usize, nb: usize) {
+        let from = crate::block::poison_from(size);
+        let end = if size - nb < MIN_CHUNK { size } else { nb };
+        let end = end.min(from + crate::block::POISON_CHECK);
+        let word = u64::from_ne_bytes([crate::block::POISON; 8]);
+        let mut off = from;
+        while off < end {
+            // SAFETY: the caller's contract: `[p, p + end)` is the chunk's;
+            // `off` and `end` are multiples of 8 (chunk sizes, `nb` and
+            // `poison_from` are), so the read is aligned and inside.
+            if unsafe { p.byte_add(off).cast::<u64>().read() } != word {
+                self.tamper.set(p.addr() + off);
+                return;
+            }
+            off += 8;
+        }
+    }
+
+    /// Fails the heap closed after a forged link or a write to freed memory
+    /// (I12, I13).
+    #[cfg(feature = "hardened")]
+    #[cold]
+    #[inline(never)]
+    fn tampered(&mut self) {
+        let addr = self.tamper.get();
+        self.fail_closed(HeapError::Corrupted { addr });
+    }
+
     // ----- bins -------------------------------------------------------
 
     /// Pushes the free chunk `p` of `size < MIN_LARGE` onto its small bin.
@@ -161,19 +408,19 @@ impl<S: MemorySource> Heap<S> {
     /// # Safety
     ///
     /// `p` is an unbinned free chunk of `size` bytes (I4).
-    #[inline(always)]
+    #[inline]
     unsafe fn push_small(&mut self, p: *mut u8, size: usize) {
         let i = small_index(size);
         let h = self.small[i % NSMALL];
         // SAFETY: I4: `p` is free and owned by the heap; `h` is the bin's
         // head, a free chunk, or null.
         unsafe {
-            set_fd(p, h);
-            set_bk(p, null());
+            self.set_fd(p, h);
+            self.set_bk(p, null());
             if h.is_null() {
                 self.smallmap |= 1 << i;
             } else {
-                set_bk(h, p);
+                self.set_bk(h, p);
             }
         }
         self.small[i % NSMALL] = p;
@@ -187,13 +434,13 @@ impl<S: MemorySource> Heap<S> {
     #[inline(always)]
     unsafe fn pop_small(&mut self, i: usize, p: *mut u8) {
         // SAFETY: I4: `p` heads bin `i`, its `fd` is the next chunk or null.
-        let f = unsafe { fd(p) };
+        let f = unsafe { self.fd(p) };
         self.small[i % NSMALL] = f;
         if f.is_null() {
             self.smallmap &= !(1 << i);
         } else {
             // SAFETY: I4: `f` is a binned free chunk.
-            unsafe { set_bk(f, null()) };
+            unsafe { self.set_bk(f, null()) };
         }
     }
 
@@ -202,12 +449,12 @@ impl<S: MemorySource> Heap<S> {
     /// # Safety
     ///
     /// `p` is in the small bin for `size` (I4).
-    #[inline(always)]
+    #[inline]
     unsafe fn unlink_small(&mut self, p: *mut u8, size: usize) {
         // SAFETY: I4: `p` is binned, so its links are valid chunks or null.
         unsafe {
-            let f = fd(p);
-            let b = bk(p);
+            let f = self.fd(p);
+            let b = self.bk(p);
             if b.is_null() {
                 let i = small_index(size);
                 self.small[i % NSMALL] = f;
@@ -215,10 +462,10 @@ impl<S: MemorySource> Heap<S> {
                     self.smallmap &= !(1 << i);
                 }
             } else {
-                set_fd(b, f);
+                self.set_fd(b, f);
             }
             if !f.is_null() {
-                set_bk(f, b);
+                self.set_bk(f, b);
             }
         }
     }
@@ -235,15 +482,15 @@ impl<S: MemorySource> Heap<S> {
         // chunk reached from the root is a tree-binned free chunk.
         unsafe {
             set_tindex(x, i);
-            set_child(x, 0, null());
-            set_child(x, 1, null());
+            self.set_child(x, 0, null());
+            self.set_child(x, 1, null());
             let mut t = self.tree[i % NTREE];
             if t.is_null() {
                 self.treemap |= 1 << i;
                 self.tree[i % NTREE] = x;
-                set_parent(x, null());
-                set_fd(x, x);
-                set_bk(x, x);
+                self.set_parent(x, null());
+                self.set_fd(x, x);
+                self.set_bk(x, x);
                 return;
             }
             let mut k = size << tree_shift(i);
@@ -251,24 +498,24 @@ impl<S: MemorySource> Heap<S> {
                 if size_of_head(head(t)) != size {
                     let dir = k >> (usize::BITS - 1);
                     k <<= 1;
-                    let c = child(t, dir);
+                    let c = self.child(t, dir);
                     if c.is_null() {
-                        set_child(t, dir, x);
-                        set_parent(x, t);
-                        set_fd(x, x);
-                        set_bk(x, x);
+                        self.set_child(t, dir, x);
+                        self.set_parent(x, t);
+                        self.set_fd(x, x);
+                        self.set_bk(x, x);
                         return;
                     }
                     t = c;
                 } else {
                     // Same size: join `t`'s ring; ring members are not tree
                     // nodes (null parent, not a root).
-                    let f = fd(t);
-                    set_fd(t, x);
-                    set_bk(f, x);
-                    set_fd(x, f);
-                    set_bk(x, t);
-                    set_parent(x, null());
+                    let f = self.fd(t);
+                    self.set_fd(t, x);
+                    self.set_bk(f, x);
+                    self.set_fd(x, f);
+                    self.set_bk(x, t);
+                    self.set_parent(x, null());
                     return;
                 }
             }
@@ -285,28 +532,28 @@ impl<S: MemorySource> Heap<S> {
         // SAFETY: I6: `x` and every chunk linked from it are tree-binned free
         // chunks whose links follow I6.
         unsafe {
-            let xp = parent(x);
+            let xp = self.parent(x);
             let r;
-            if bk(x) != x {
+            if self.bk(x) != x {
                 // A ring: the next member replaces `x` (if `x` is the node).
-                let f = fd(x);
-                r = bk(x);
-                set_bk(f, r);
-                set_fd(r, f);
+                let f = self.fd(x);
+                r = self.bk(x);
+                self.set_bk(f, r);
+                self.set_fd(r, f);
             } else {
                 // Replace `x` by a leaf of its subtree (its right-most-first
                 // descendant), detached from that leaf's parent.
                 let mut rp = x;
                 let mut side = 1;
-                let mut c = child(x, 1);
+                let mut c = self.child(x, 1);
                 if c.is_null() {
                     side = 0;
-                    c = child(x, 0);
+                    c = self.child(x, 0);
                 }
                 if !c.is_null() {
                     loop {
-                        let c1 = child(c, 1);
-                        let next = if c1.is_null() { child(c, 0) } else { c1 };
+                        let c1 = self.child(c, 1);
+                        let next = if c1.is_null() { self.child(c, 0) } else { c1 };
                         if next.is_null() {
                             break;
                         }
@@ -314,7 +561,7 @@ impl<S: MemorySource> Heap<S> {
                         side = usize::from(!c1.is_null());
                         c = next;
                     }
-                    set_child(rp, side, null());
+                    self.set_child(rp, side, null());
                 }
                 r = c;
             }
@@ -330,18 +577,18 @@ impl<S: MemorySource> Heap<S> {
                     self.treemap &= !(1 << i);
                     return;
                 }
-            } else if child(xp, 0) == x {
-                set_child(xp, 0, r);
+            } else if self.child(xp, 0) == x {
+                self.set_child(xp, 0, r);
             } else {
-                set_child(xp, 1, r);
+                self.set_child(xp, 1, r);
             }
             if !r.is_null() {
-                set_parent(r, xp);
+                self.set_parent(r, xp);
                 for k in 0..2 {
-                    let c = child(x, k);
-                    set_child(r, k, c);
+                    let c = self.child(x, k);
+                    self.set_child(r, k, c);
                     if !c.is_null() {
-                        set_parent(c, r);
+                        self.set_parent(c, r);
                     }
                 }
             }
@@ -353,7 +600,7 @@ impl<S: MemorySource> Heap<S> {
     /// # Safety
     ///
     /// `p` is an unbinned free chunk of `size` bytes, neither dv nor top.
-    #[inline(always)]
+    #[inline]
     unsafe fn insert_chunk(&mut self, p: *mut u8, size: usize) {
         if is_small(size) {
             // SAFETY: forwarded contract.
@@ -369,7 +616,7 @@ impl<S: MemorySource> Heap<S> {
     /// # Safety
     ///
     /// `p` is binned with `size` bytes.
-    #[inline(always)]
+    #[inline]
     unsafe fn unlink_chunk(&mut self, p: *mut u8, size: usize) {
         if is_small(size) {
             // SAFETY: forwarded contract.
@@ -386,7 +633,7 @@ impl<S: MemorySource> Heap<S> {
     /// # Safety
     ///
     /// `p` is an unbinned free chunk of `size` bytes (I7).
-    #[inline(always)]
+    #[inline]
     unsafe fn replace_dv(&mut self, p: *mut u8, size: usize) {
         if self.dvsize != 0 {
             // SAFETY: I7: the old dv is a free chunk in no bin.
@@ -433,6 +680,8 @@ impl<S: MemorySource> Heap<S> {
             let r = plus(p, nb);
             set_head(r, rsize | PINUSE);
             set_prev_foot(plus(r, rsize), rsize);
+            #[cfg(feature = "hardened")]
+            Self::poison_window(r, rsize);
             r
         }
     }
@@ -444,7 +693,7 @@ impl<S: MemorySource> Heap<S> {
     /// # Safety
     ///
     /// As for [`Self::split`], but only `size >= nb` is needed.
-    #[inline(always)]
+    #[inline]
     unsafe fn carve(p: *mut u8, size: usize, nb: usize) -> *mut u8 {
         if size - nb < MIN_CHUNK {
             // SAFETY: forwarded contract.
@@ -458,17 +707,13 @@ impl<S: MemorySource> Heap<S> {
 
     // ----- allocation -------------------------------------------------
 
-    /// A chunk of at least `nb` bytes (a padded size), or null, out of
-    /// line: for `memalign` and `realloc` (one copy, code size).
-    #[inline(never)]
-    fn malloc_outlined(&mut self, nb: usize) -> *mut u8 {
-        self.malloc_chunk(nb)
-    }
-
-    /// A chunk of at least `nb` bytes (a padded size), or null. Inlined
-    /// into `alloc` only: the common paths are a few compares, a bin pop
-    /// and two stores.
-    #[inline(always)]
+    /// A chunk of at least `nb` bytes (a padded size), or null: the common
+    /// paths are a few compares, a bin pop and two stores.
+    ///
+    /// One copy for `alloc`, `memalign` and `realloc`: `#[inline]` rather
+    /// than `always`, so a speed build inlines it where it pays and a size
+    /// build keeps one body.
+    #[inline]
     fn malloc_chunk(&mut self, nb: usize) -> *mut u8 {
         // SAFETY: I4..I8: the bins, dv and top hold free chunks of the
         // sizes they are found by; each is unlinked before it is used.
@@ -483,23 +728,25 @@ impl<S: MemorySource> Heap<S> {
                     let p = self.small[i % NSMALL];
                     self.pop_small(i, p);
                     let size = small_size(i);
+                    #[cfg(feature = "hardened")]
+                    self.check_poison(p, size, nb);
                     let r = Self::carve(p, size, nb);
                     if !r.is_null() {
                         self.replace_dv(r, size - nb);
                     }
                     return p;
                 }
-                if nb > self.dvsize && self.treemap != 0 {
-                    return self.tmalloc_small(nb);
-                }
-            } else if nb > self.dvsize && self.treemap != 0 {
-                let p = self.tmalloc_large(nb);
+            }
+            if nb > self.dvsize && self.treemap != 0 {
+                let p = self.tmalloc(nb);
                 if !p.is_null() {
                     return p;
                 }
             }
             if nb <= self.dvsize {
                 let p = self.dv;
+                #[cfg(feature = "hardened")]
+                self.check_poison(p, self.dvsize, nb);
                 let r = Self::carve(p, self.dvsize, nb);
                 self.dvsize = if r.is_null() { 0 } else { self.dvsize - nb };
                 self.dv = r;
@@ -517,7 +764,7 @@ impl<S: MemorySource> Heap<S> {
     /// # Safety
     ///
     /// `nb <= self.topsize` (I8).
-    #[inline(always)]
+    #[inline]
     unsafe fn take_top(&mut self, nb: usize) -> *mut u8 {
         let p = self.top;
         self.topsize -= nb;
@@ -528,67 +775,32 @@ impl<S: MemorySource> Heap<S> {
             self.top = r;
             set_head(r, self.topsize | PINUSE);
             set_head(p, nb | PINUSE | CINUSE);
-            let f = r.addr() + MEM_OFFSET;
-            if f > self.fresh {
-                self.fresh = f;
-            }
         }
         p
     }
 
-    /// The best-fitting tree chunk for a small request, split with the
-    /// remainder becoming dv.
+    /// The best-fitting tree chunk for a request (the smallest of size
+    /// `>= nb`), split with the remainder becoming dv; null when no tree
+    /// chunk fits. A small request (every tree chunk fits it) takes the
+    /// smallest chunk of the lowest non-empty bin.
     ///
     /// # Safety
     ///
-    /// `self.treemap != 0` (I5).
+    /// `nb > dvsize` and the tree bins obey I5, I6.
     #[inline(never)]
-    unsafe fn tmalloc_small(&mut self, nb: usize) -> *mut u8 {
-        let i = self.treemap.trailing_zeros() as usize;
-        // SAFETY: I5, I6: bin `i` is non-empty; every chunk of its trie is a
-        // tree-binned free chunk with valid links. Following the left-most
-        // child path visits the smallest candidates.
-        unsafe {
-            let mut t = self.tree[i % NTREE];
-            let mut v = t;
-            let mut rsize = size_of_head(head(t)) - nb;
-            loop {
-                let c0 = child(t, 0);
-                t = if c0.is_null() { child(t, 1) } else { c0 };
-                if t.is_null() {
-                    break;
-                }
-                let trem = size_of_head(head(t)) - nb;
-                if trem < rsize {
-                    rsize = trem;
-                    v = t;
-                }
-            }
-            self.unlink_large(v);
-            let r = Self::carve(v, rsize + nb, nb);
-            if !r.is_null() {
-                self.replace_dv(r, rsize);
-            }
-            v
-        }
-    }
-
-    /// The best-fitting tree chunk for a large request (the smallest of
-    /// size `>= nb`), split with the remainder becoming dv; null when no
-    /// tree chunk fits.
-    ///
-    /// # Safety
-    ///
-    /// `nb >= MIN_LARGE`, `nb > dvsize` and the tree bins obey I5, I6.
-    #[inline(never)]
-    unsafe fn tmalloc_large(&mut self, nb: usize) -> *mut u8 {
+    unsafe fn tmalloc(&mut self, nb: usize) -> *mut u8 {
         let mut v = null();
         let mut rsize = nb.wrapping_neg();
         let idx = tree_index(nb);
+        let small = is_small(nb);
         // SAFETY: I6: every chunk reached from a root is a tree-binned free
         // chunk with valid links.
         unsafe {
-            let mut t = self.tree[idx % NTREE];
+            let mut t = if small {
+                null()
+            } else {
+                self.tree[idx % NTREE]
+            };
             if !t.is_null() {
                 // Walk down the path of `nb`'s bits, remembering the best
                 // fit and the last right subtree not taken (all larger).
@@ -604,8 +816,8 @@ impl<S: MemorySource> Heap<S> {
                             break;
                         }
                     }
-                    let rt = child(t, 1);
-                    t = child(t, bits >> (usize::BITS - 1));
+                    let rt = self.child(t, 1);
+                    t = self.child(t, bits >> (usize::BITS - 1));
                     if !rt.is_null() && rt != t {
                         rst = rt;
                     }
@@ -617,7 +829,8 @@ impl<S: MemorySource> Heap<S> {
                 }
             }
             if t.is_null() && v.is_null() {
-                let larger = left_bits(1 << idx) & self.treemap;
+                let above = if small { u32::MAX } else { left_bits(1 << idx) };
+                let larger = above & self.treemap;
                 if larger != 0 {
                     t = self.tree[larger.trailing_zeros() as usize % NTREE];
                 }
@@ -629,16 +842,24 @@ impl<S: MemorySource> Heap<S> {
                     rsize = trem;
                     v = t;
                 }
-                let c0 = child(t, 0);
-                t = if c0.is_null() { child(t, 1) } else { c0 };
+                let c0 = self.child(t, 0);
+                t = if c0.is_null() { self.child(t, 1) } else { c0 };
             }
             if v.is_null() {
                 return null();
             }
             self.unlink_large(v);
+            #[cfg(feature = "hardened")]
+            self.check_poison(v, rsize + nb, nb);
             let r = Self::carve(v, rsize + nb, nb);
             if !r.is_null() {
-                self.replace_dv(r, rsize);
+                // Keep the larger of the remainder and the old dv as dv: it
+                // serves more of the requests that follow without a search.
+                if rsize > self.dvsize {
+                    self.replace_dv(r, rsize);
+                } else {
+                    self.insert_chunk(r, rsize);
+                }
             }
             v
         }
@@ -655,13 +876,13 @@ impl<S: MemorySource> Heap<S> {
         // must then make it a whole chunk.
         let align = align.max(MIN_CHUNK);
         let nb = pad_request(size);
-        let Some(req) = nb.checked_add(align).and_then(|r| r.checked_add(MIN_CHUNK)) else {
-            return null();
-        };
+        // No overflow: `nb` and `align` are at most `MAX_REQUEST` plus a
+        // little, below half the address space each.
+        let req = nb + align + MIN_CHUNK;
         if req > MAX_REQUEST {
             return null();
         }
-        let mut p = self.malloc_outlined(req);
+        let mut p = self.malloc(req);
         if p.is_null() {
             return p;
         }
@@ -680,16 +901,11 @@ impl<S: MemorySource> Heap<S> {
                 let qsize = psize - lead;
                 set_head(q, qsize | PINUSE | CINUSE);
                 set_head(p, lead | (head(p) & PINUSE) | CINUSE);
-                self.free_outlined(p, lead);
+                self.release(p, lead);
                 p = q;
                 psize = qsize;
             }
-            if psize - nb >= MIN_CHUNK {
-                let r = plus(p, nb);
-                set_head(p, nb | (head(p) & PINUSE) | CINUSE);
-                set_head(r, (psize - nb) | PINUSE | CINUSE);
-                self.free_outlined(r, psize - nb);
-            }
+            self.trim(p, psize, nb);
         }
         p
     }
@@ -750,6 +966,8 @@ impl<S: MemorySource> Heap<S> {
                 self.seg_end = start.byte_add(add);
                 set_head(self.top, self.topsize | PINUSE);
             }
+            #[cfg(feature = "hardened")]
+            self.note_segment(self.seg_base.addr(), self.seg_end.addr());
             return true;
         }
         let lead = start.addr().wrapping_neg() & ALIGN_MASK;
@@ -774,8 +992,41 @@ impl<S: MemorySource> Heap<S> {
             set_head(base, self.topsize | PINUSE);
             self.overhead += region.len - len + TOP_FOOT;
             self.fresh = base.addr() + MEM_OFFSET;
+            #[cfg(feature = "hardened")]
+            self.note_segment(base.addr(), base.addr() + len);
         }
         true
+    }
+
+    /// Widens the span `[lo, hi)` that every link must point into to cover
+    /// the segment `[base, end)`, and draws the link secret on the first
+    /// segment (I12).
+    ///
+    /// The secret mixes this heap's own address with its first segment's
+    /// base through a multiply-xorshift hash. That differs between heaps and
+    /// between programs of different layouts, but it is not random: wasm
+    /// addresses are deterministic, so anyone who knows the module can
+    /// compute it. It stops blind forgeries (a stale or injected plain
+    /// pointer in a freed block), not an attacker who has read the binary.
+    #[cfg(feature = "hardened")]
+    fn note_segment(&mut self, base: usize, end: usize) {
+        if self.secret == 0 {
+            let mut x = base ^ ptr::from_ref(self).addr().rotate_left(13) ^ 0x9E37_79B9;
+            x ^= x >> 15;
+            x = x.wrapping_mul(0x2C1B_3C6D);
+            x ^= x >> 12;
+            x = x.wrapping_mul(0x297A_2D39);
+            x ^= x >> 15;
+            // An odd secret: a plain (aligned) pointer never unmasks to an
+            // aligned one.
+            self.secret = x | 1;
+        }
+        self.lo = if self.lo == 0 {
+            base
+        } else {
+            self.lo.min(base)
+        };
+        self.hi = self.hi.max(end);
     }
 
     /// Ends the top segment before a new one starts: its top becomes a free
@@ -798,6 +1049,8 @@ impl<S: MemorySource> Heap<S> {
                 set_head(t, tsize | PINUSE);
                 set_prev_foot(rec, tsize);
                 set_head(rec, TOP_FOOT | CINUSE | FENCE);
+                #[cfg(feature = "hardened")]
+                Self::poison_window(t, tsize);
                 self.insert_chunk(t, tsize);
                 rec
             } else {
@@ -824,9 +1077,9 @@ impl<S: MemorySource> Heap<S> {
     /// `p` is an in-use chunk of `size` bytes (or a part just split off one
     /// and marked in use), not a record (I2).
     ///
-    /// Inlined into `dealloc` only; the other callers use
-    /// [`Self::free_outlined`].
-    #[inline(always)]
+    /// `#[inline]` rather than `always`, as for [`Self::malloc_chunk`]: one
+    /// body in a size build.
+    #[inline]
     unsafe fn free_chunk(&mut self, mut p: *mut u8, mut size: usize) {
         // SAFETY: I1..I3: the neighbours found through the boundary tag and
         // the size are chunks of the same segment; free ones are binned,
@@ -844,12 +1097,20 @@ impl<S: MemorySource> Heap<S> {
                     set_head(next, head(next) & !PINUSE);
                     set_head(p, size | PINUSE);
                     set_prev_foot(next, size);
+                    #[cfg(feature = "hardened")]
+                    Self::poison_window(p, size);
                     return;
                 }
             }
             let nh = head(next);
             if nh & CINUSE == 0 {
                 if next == self.top {
+                    // I10: the top moves down over used bytes; the pristine
+                    // part starts above the old top's head at the lowest.
+                    let f = next.addr() + MEM_OFFSET;
+                    if f > self.fresh {
+                        self.fresh = f;
+                    }
                     self.topsize += size;
                     self.top = p;
                     set_head(p, self.topsize | PINUSE);
@@ -864,6 +1125,8 @@ impl<S: MemorySource> Heap<S> {
                     self.dv = p;
                     set_head(p, self.dvsize | PINUSE);
                     set_prev_foot(plus(p, self.dvsize), self.dvsize);
+                    #[cfg(feature = "hardened")]
+                    Self::poison_window(p, self.dvsize);
                     return;
                 }
                 let nsize = size_of_head(nh);
@@ -873,6 +1136,8 @@ impl<S: MemorySource> Heap<S> {
                 set_prev_foot(plus(p, size), size);
                 if p == self.dv {
                     self.dvsize = size;
+                    #[cfg(feature = "hardened")]
+                    Self::poison_window(p, size);
                     return;
                 }
             } else {
@@ -880,126 +1145,116 @@ impl<S: MemorySource> Heap<S> {
                 set_head(p, size | PINUSE);
                 set_prev_foot(next, size);
             }
+            #[cfg(feature = "hardened")]
+            Self::poison_window(p, size);
             self.insert_chunk(p, size);
         }
     }
 
-    /// [`Self::free_chunk`] out of line (one copy, code size).
+    /// Checks that `ptr` is a live block of this heap for `layout` (its
+    /// chunk is `ptr - MEM_OFFSET`); false when the heap refused the call (a
+    /// misuse, now failed closed (I11), or a heap failed closed already).
     ///
-    /// # Safety
-    ///
-    /// As for [`Self::free_chunk`].
-    #[inline(never)]
-    unsafe fn free_outlined(&mut self, p: *mut u8, size: usize) {
-        // SAFETY: forwarded contract.
-        unsafe { self.free_chunk(p, size) }
-    }
-
-    /// Checks that `ptr` is a live block of this heap for `layout`; returns
-    /// its chunk and size. On a misuse the heap fails closed (I11).
-    ///
-    /// The fast path is one range compare (the top segment), one alignment
-    /// test, the chunk's bounds, and one combined test of the head bits, the
-    /// successor's `PINUSE` and the size class.
-    #[inline(always)]
-    fn check(&mut self, ptr: NonNull<u8>, layout: Layout) -> Result<(*mut u8, usize), HeapError> {
+    /// The fast path is one range compare (below the top of the top
+    /// segment), one alignment test, the chunk's bounds, and one combined
+    /// test of the head bits, the successor's `PINUSE` and the size class.
+    /// Older segments are searched by [`Self::find_limit`]; a failed test is
+    /// classified by [`Self::reject`].
+    #[inline]
+    fn check(&mut self, ptr: NonNull<u8>, layout: Layout) -> bool {
         let mem = ptr.as_ptr();
         let p = mem.wrapping_byte_sub(MEM_OFFSET);
         let a = p.addr();
         let base = self.seg_base.addr();
         let mut limit = self.top.addr();
-        if a.wrapping_sub(base) >= limit.wrapping_sub(base)
-            || mem.addr() & ((layout.align() - 1) | ALIGN_MASK) != 0
-        {
-            limit = self.find_limit(p, layout);
-            if limit == 0 {
-                return Err(self.error);
+        if a.wrapping_sub(base) >= limit.wrapping_sub(base) {
+            limit = self.find_limit(a);
+        }
+        if limit != 0 && mem.addr() & ((layout.align() - 1) | ALIGN_MASK) == 0 {
+            // SAFETY: I1: `p` is an aligned chunk address below `limit`, the
+            // top or the record of its segment, so its head lies in it.
+            let h = unsafe { head(p) };
+            let size = size_of_head(h);
+            if size <= limit - a {
+                // SAFETY: I1: `p + size <= limit`, a chunk whose head lies in
+                // the segment.
+                let nh = unsafe { head(plus(p, size)) };
+                if (h & (CINUSE | FENCE)) ^ CINUSE == 0
+                    && nh & PINUSE != 0
+                    && size.wrapping_sub(pad_request(layout.size())) < MIN_CHUNK
+                {
+                    return true;
+                }
             }
         }
-        // SAFETY: I1: `p` is aligned and lies below `limit`, which is the
-        // top or a record of the segment holding `p`, so its head word lies
-        // in the segment.
-        let h = unsafe { head(p) };
-        let size = size_of_head(h);
-        if size > limit - a {
-            return Err(self.fail_closed(HeapError::ForeignPointer { addr: mem.addr() }));
-        }
-        // SAFETY: I1: `p + size <= limit`, and the chunk at `limit` (the top
-        // or a record) has its head inside the segment.
-        let nh = unsafe { head(plus(p, size)) };
-        let nb = pad_request(layout.size());
-        if (h & (CINUSE | FENCE)) ^ CINUSE != 0
-            || nh & PINUSE == 0
-            || size.wrapping_sub(nb) >= MIN_CHUNK
-        {
-            return Err(self.misuse(mem, h, nh));
-        }
-        Ok((p, size))
+        self.reject(p, layout, limit);
+        false
     }
 
-    /// The end bound of the segment holding chunk `p` when the fast test
-    /// failed: a misaligned pointer, the failed-closed state, a pointer in
-    /// the top or in an older segment (bounded by its record), or none.
-    /// Returns 0 after recording the error (and failing closed).
+    /// The end bound (the record chunk) of the older segment holding the
+    /// chunk address `a`, or 0: none holds it, or the heap failed closed.
     #[cold]
     #[inline(never)]
-    fn find_limit(&mut self, p: *mut u8, layout: Layout) -> usize {
-        let addr = p.addr().wrapping_add(MEM_OFFSET);
+    fn find_limit(&self, a: usize) -> usize {
+        if self.failed {
+            return 0;
+        }
+        let mut rec = self.older;
+        while !rec.is_null() {
+            // SAFETY: I1: `rec` is a record payload: base, end, next.
+            let (base, next) = unsafe {
+                let w = rec.cast::<*mut u8>();
+                (w.read(), w.add(2).read())
+            };
+            let rec_chunk = rec.addr() - MEM_OFFSET;
+            if a >= base.addr() && a < rec_chunk {
+                return rec_chunk;
+            }
+            rec = next;
+        }
+        0
+    }
+
+    /// Classifies a failed [`Self::check`] of chunk address `p` (`limit`:
+    /// the bound of its segment, 0 for none) and fails closed.
+    #[cold]
+    #[inline(never)]
+    fn reject(&mut self, p: *mut u8, layout: Layout, limit: usize) {
         let a = p.addr();
+        let addr = a.wrapping_add(MEM_OFFSET);
         let e = if self.failed {
             HeapError::FailedClosed
         } else if a & ALIGN_MASK != 0 {
             HeapError::ForeignPointer { addr }
-        } else if a >= self.seg_base.addr() && a < self.top.addr() {
-            return self.check_align(addr, layout, self.top.addr());
-        } else if !self.seg_base.is_null() && a >= self.top.addr() && a < self.seg_end.addr() {
-            // Inside the top: freed already (merged into the top).
-            HeapError::DoubleFree { addr }
-        } else {
-            let mut rec = self.older;
-            while !rec.is_null() {
-                // SAFETY: I1: `rec` is a record payload: base, end, next.
-                let (base, next) = unsafe {
-                    let w = rec.cast::<*mut u8>();
-                    (w.read(), w.add(2).read())
-                };
-                let rec_chunk = rec.addr() - MEM_OFFSET;
-                if a >= base.addr() && a < rec_chunk {
-                    return self.check_align(addr, layout, rec_chunk);
-                }
-                rec = next;
+        } else if limit == 0 {
+            if !self.seg_base.is_null() && a >= self.top.addr() && a < self.seg_end.addr() {
+                // Inside the top: freed already (merged into the top).
+                HeapError::DoubleFree { addr }
+            } else {
+                HeapError::ForeignPointer { addr }
             }
-            HeapError::ForeignPointer { addr }
+        } else if addr & (layout.align() - 1) != 0 {
+            HeapError::LayoutMismatch { addr }
+        } else {
+            // SAFETY: I1: as in `check`: `p` is aligned and below `limit`.
+            let h = unsafe { head(p) };
+            let size = size_of_head(h);
+            if cfg!(feature = "hardened") && h == usize::from_ne_bytes([0xDD; W]) {
+                // The "head" is the poison byte (`block::POISON`, I13): the
+                // block lies in freed memory.
+                HeapError::DoubleFree { addr }
+            } else if size > limit - a || h & FENCE != 0 {
+                HeapError::ForeignPointer { addr }
+            } else if h & CINUSE == 0
+                // SAFETY: I1: `p + size <= limit`, as in `check`.
+                || unsafe { head(plus(p, size)) } & PINUSE == 0
+            {
+                HeapError::DoubleFree { addr }
+            } else {
+                HeapError::LayoutMismatch { addr }
+            }
         };
         self.fail_closed(e);
-        0
-    }
-
-    /// `limit` when the block at `addr` is aligned for `layout`, else fails
-    /// closed and returns 0.
-    #[cold]
-    fn check_align(&mut self, addr: usize, layout: Layout, limit: usize) -> usize {
-        if addr & (layout.align() - 1) == 0 {
-            return limit;
-        }
-        self.fail_closed(HeapError::LayoutMismatch { addr });
-        0
-    }
-
-    /// Classifies a failed check of the block at `mem` (head `h`, successor
-    /// head `nh`) and fails closed.
-    #[cold]
-    #[inline(never)]
-    fn misuse(&mut self, mem: *mut u8, h: usize, nh: usize) -> HeapError {
-        let addr = mem.addr();
-        let e = if h & FENCE != 0 {
-            HeapError::ForeignPointer { addr }
-        } else if h & CINUSE == 0 || nh & PINUSE == 0 {
-            HeapError::DoubleFree { addr }
-        } else {
-            HeapError::LayoutMismatch { addr }
-        };
-        self.fail_closed(e)
     }
 
     /// Enters the failed-closed state (I11) and returns `e`.
@@ -1009,7 +1264,7 @@ impl<S: MemorySource> Heap<S> {
     /// cold paths look at the flag.
     #[cold]
     #[inline(never)]
-    fn fail_closed(&mut self, e: HeapError) -> HeapError {
+    fn fail_closed(&mut self, e: HeapError) {
         self.error = e;
         self.failed = true;
         self.smallmap = 0;
@@ -1017,7 +1272,6 @@ impl<S: MemorySource> Heap<S> {
         self.dvsize = 0;
         self.topsize = 0;
         self.seg_base = self.top;
-        e
     }
 
     /// Tries to resize chunk `p` of `oldsize` bytes to `nb` bytes in place;
@@ -1026,7 +1280,7 @@ impl<S: MemorySource> Heap<S> {
     /// # Safety
     ///
     /// `p` is a live chunk of `oldsize` bytes (checked by `check`).
-    #[inline(always)]
+    #[inline]
     unsafe fn resize_in_place(&mut self, p: *mut u8, oldsize: usize, nb: usize) -> usize {
         // SAFETY: I1..I8: `p` is in use; its successor is a chunk of the
         // segment (in use, free, dv or top) and every split stays inside
@@ -1046,10 +1300,6 @@ impl<S: MemorySource> Heap<S> {
                     self.top = t;
                     self.topsize = total - nb;
                     set_head(t, self.topsize | PINUSE);
-                    let f = t.addr() + MEM_OFFSET;
-                    if f > self.fresh {
-                        self.fresh = f;
-                    }
                     return nb;
                 }
                 // Absorb a free successor (binned or dv) whole; the rest is
@@ -1070,15 +1320,31 @@ impl<S: MemorySource> Heap<S> {
                 let n = plus(p, size);
                 set_head(n, head(n) | PINUSE);
             }
-            if size - nb < MIN_CHUNK {
-                return size;
-            }
-            set_head(p, nb | pbit | CINUSE);
+            self.trim(p, size, nb)
+        }
+    }
+
+    /// Keeps the first `nb` bytes of the in-use chunk `p` of `size >= nb`
+    /// bytes and frees the rest when it can be a chunk; returns the chunk's
+    /// new size.
+    ///
+    /// # Safety
+    ///
+    /// `p` is an in-use chunk of `size` bytes (I2), `nb` a padded size.
+    #[inline]
+    unsafe fn trim(&mut self, p: *mut u8, size: usize, nb: usize) -> usize {
+        if size - nb < MIN_CHUNK {
+            return size;
+        }
+        // SAFETY: I1, I2: the rest `[p + nb, p + size)` lies in the chunk and
+        // becomes a chunk of its own, in use until freed.
+        unsafe {
+            set_head(p, nb | (head(p) & PINUSE) | CINUSE);
             let r = plus(p, nb);
             set_head(r, (size - nb) | PINUSE | CINUSE);
-            self.free_outlined(r, size - nb);
-            nb
+            self.release(r, size - nb);
         }
+        nb
     }
 }
 
@@ -1089,7 +1355,7 @@ impl<S: MemorySource> RawHeap for Heap<S> {
             if layout.size() > MAX_REQUEST {
                 return None;
             }
-            self.malloc_chunk(pad_request(layout.size()))
+            self.malloc(pad_request(layout.size()))
         } else {
             self.memalign(layout.align(), layout.size())
         };
@@ -1103,13 +1369,15 @@ impl<S: MemorySource> RawHeap for Heap<S> {
 
     fn alloc_zeroed(&mut self, layout: Layout) -> Option<NonNull<u8>> {
         let fresh = self.fresh;
+        let top = self.top.addr();
         let base = self.seg_base;
         let mem = self.alloc(layout)?;
         let a = mem.as_ptr().addr();
-        let in_top_segment = a >= self.seg_base.addr() && a < self.seg_end.addr();
-        // I10: a block of the top segment at or above the watermark was
-        // carved from never-used top space; a new top segment is all fresh.
-        let pristine = in_top_segment && (a >= fresh || self.seg_base != base);
+        let p = a - MEM_OFFSET;
+        // I10: a block carved from the old top at or above the watermark,
+        // or the first block of a new segment, is untouched memory.
+        let pristine =
+            (p == top && a >= fresh) || (self.seg_base != base && p == self.seg_base.addr());
         if !pristine {
             // SAFETY: the block is live and at least `layout.size()` long.
             unsafe { mem.as_ptr().write_bytes(0, layout.size()) };
@@ -1119,9 +1387,17 @@ impl<S: MemorySource> RawHeap for Heap<S> {
 
     #[inline]
     unsafe fn dealloc(&mut self, ptr: NonNull<u8>, layout: Layout) -> Result<(), HeapError> {
-        let (p, size) = self.check(ptr, layout)?;
-        // SAFETY: `check` proved `p` a live chunk of `size` bytes.
-        unsafe { self.free_chunk(p, size) };
+        if !self.check(ptr, layout) {
+            return Err(self.error);
+        }
+        // SAFETY: I1: `check` found the chunk inside a segment.
+        let p = unsafe { minus(ptr.as_ptr(), MEM_OFFSET) };
+        // SAFETY: `check` proved `p` a live chunk (I2).
+        unsafe { self.release(p, size_of_head(head(p))) };
+        #[cfg(feature = "hardened")]
+        if self.failed {
+            return Err(self.error);
+        }
         Ok(())
     }
 
@@ -1131,17 +1407,20 @@ impl<S: MemorySource> RawHeap for Heap<S> {
         layout: Layout,
         new_size: usize,
     ) -> Option<NonNull<u8>> {
-        let (p, oldsize) = self.check(ptr, layout).ok()?;
-        if new_size > MAX_REQUEST {
+        if !self.check(ptr, layout) || new_size > MAX_REQUEST {
             return None;
         }
+        // SAFETY: I1: `check` found the chunk inside a segment.
+        let p = unsafe { minus(ptr.as_ptr(), MEM_OFFSET) };
+        // SAFETY: `check` proved `p` a live chunk (I2).
+        let oldsize = size_of_head(unsafe { head(p) });
         // SAFETY: `check` proved `p` a live chunk of `oldsize` bytes.
         let got = unsafe { self.resize_in_place(p, oldsize, pad_request(new_size)) };
         if got != 0 {
             return Some(ptr);
         }
         let new = if layout.align() <= ALIGN {
-            self.malloc_outlined(pad_request(new_size))
+            self.malloc(pad_request(new_size))
         } else {
             self.memalign(layout.align(), new_size)
         };
@@ -1156,7 +1435,7 @@ impl<S: MemorySource> RawHeap for Heap<S> {
             ptr::copy_nonoverlapping(ptr.as_ptr(), new.as_ptr(), layout.size().min(new_size));
         }
         // SAFETY: `p` is still the live chunk `check` found.
-        unsafe { self.free_outlined(p, oldsize) };
+        unsafe { self.release(p, oldsize) };
         Some(new)
     }
 

@@ -22,8 +22,9 @@
 //!   binned chunk. A small request that no exact (or next-size) small bin
 //!   serves, and any large request it fits, is carved from dv first: no bin
 //!   work at all, and consecutive allocations stay together. Only when dv
-//!   is too small is the best fit taken from the bins, and its remainder
-//!   becomes the new dv (the old one is binned).
+//!   is too small is the best fit taken from the bins; of its remainder and
+//!   the old dv the larger stays dv and the other is binned (a small bin's
+//!   split always makes its remainder the new dv).
 //! - **Top**: the free end of the newest segment. It is extended by
 //!   `MemorySource::grow` (at least the shortfall; page sources round up to
 //!   64 KiB pages and the rest stays in the top). A region contiguous with
@@ -41,7 +42,8 @@
 //!   can be a chunk), when the next chunk is free or dv and big enough, or
 //!   when the next chunk is the top; otherwise it allocates, copies, frees.
 //! - **alloc_zeroed** skips the clearing when the block was carved from top
-//!   space never handed out since the source zero-filled it (a watermark).
+//!   space never handed out since the source zero-filled it (a watermark,
+//!   raised only when a free moves the top down).
 //! - **Statistics** ([`stats`](linmem_memory::RawHeap::stats),
 //!   [`Heap::detailed_stats`]) are found by walking the segments, O(chunks),
 //!   so the hot paths maintain no counters.
@@ -75,6 +77,36 @@
 //! #[global_allocator]
 //! static A: linmem_dlmalloc::Global = linmem_dlmalloc::Global::new();
 //! ```
+//!
+//! Feature `c-exports` (wasm32 only; does nothing elsewhere): makes `Global`
+//! the module's global allocator and exports C's `malloc` family over it
+//! (see `linmem_memory`'s "C exports").
+//!
+//! # Hardened build
+//!
+//! Feature `hardened` adds two defences against a program that misuses
+//! freed memory, at a cost in speed (see the README's benchmark table):
+//!
+//! - **Safe-linking**: every free-list and tree link is stored XORed with a
+//!   mask of its own address and a per-heap secret (as glibc does). A link
+//!   that does not unmask to null or an 8-aligned address inside the heap
+//!   is never followed: the operation treats it as null and the heap then
+//!   fails closed with `HeapError::Corrupted`. The secret is odd, so a plain
+//!   pointer written over a link (what a use-after-free write leaves) never
+//!   unmasks to an aligned address. The secret is a hash of the heap's own
+//!   address and its first segment's base: it differs between heaps and
+//!   between differently laid-out programs, but it is *not* random (there is
+//!   no entropy source in `no_std` wasm), so it stops blind forgeries, not
+//!   an attacker who has read the module.
+//! - **Poisoning**: every free chunk other than the top keeps a window of
+//!   up to 256 bytes after its head and links filled with `0xDD`
+//!   (re-filled when chunks merge or split); when such a chunk is handed out
+//!   again, the part of its window handed out is checked first, so a write
+//!   after free there is caught (and fails the heap closed) instead of
+//!   surfacing in the next owner's data. The window keeps freeing and
+//!   allocation O(1). Not checked: freed bytes past the window, the link
+//!   words themselves (covered by safe-linking), the part of a free chunk a
+//!   `realloc` grows into in place, and the top.
 //!
 //! # Layout
 //!
@@ -132,14 +164,21 @@
 //!   a walk, so no counter costs the hot paths anything.)
 //! - **I10** Every byte of the top segment at or above
 //!   `max(fresh, top + 2W)` is zero (never handed out since the source
-//!   zero-filled it), and every free chunk other than the top that lies in
-//!   the top segment ends below `fresh`.
+//!   zero-filled it). Carving from the top needs no update; when a free
+//!   moves the top down, `fresh` rises to the old top's payload.
 //! - **I11** Once a misuse is detected the heap is failed closed for good:
 //!   allocation returns `None`, freeing returns `FailedClosed`.
+//! - **I12** (hardened) Every link word of a binned chunk holds the link
+//!   XORed with `((slot >> 12) << 3) ^ secret` (`slot`: the word's address),
+//!   and every link unmasks to null or an 8-aligned address in `[lo, hi)`,
+//!   the span of the segments.
+//! - **I13** (hardened) Every free chunk other than the top holds `0xDD` in
+//!   its window: the bytes after its head and links (from `MIN_CHUNK` for
+//!   small chunks, `8W` for tree chunks), 256 of them or up to its end.
 //!
 //! [`RawHeap::verify`](linmem_memory::RawHeap::verify) walks every segment
-//! chunk by chunk and every bin, and checks I1..I10; on a failed-closed
-//! heap it reports I11.
+//! chunk by chunk and every bin, and checks I1..I10 (and I12, I13 in a
+//! hardened build); on a failed-closed heap it reports I11.
 #![no_std]
 
 mod bins;

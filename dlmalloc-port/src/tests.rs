@@ -524,12 +524,18 @@ fn alloc_zeroed_on_reused_memory_is_zero() {
 #[test]
 fn alloc_zeroed_skips_clearing_fresh_top_memory() {
     let (mut h, _) = new_heap(8);
-    let before = h.fresh;
     let p = h.alloc_zeroed(lay(1000)).unwrap();
-    assert!(before <= p.as_ptr() as usize);
     assert!(is_zero(p, 1000));
-    // The watermark moved past the block: the top above is still pristine.
-    assert!(h.fresh >= p.as_ptr() as usize + 1000);
+    // Carving from the top leaves the watermark alone; the top above the
+    // block is still pristine (verify checks I10).
+    let before = h.fresh;
+    let q = h.alloc_zeroed(lay(1000)).unwrap();
+    assert!(before <= q.as_ptr() as usize && h.fresh == before);
+    assert!(is_zero(q, 1000));
+    check(&h);
+    // Freeing into the top raises the watermark above the freed bytes.
+    free(&mut h, q, lay(1000));
+    assert!(h.fresh > q.as_ptr() as usize);
     check(&h);
 }
 
@@ -591,6 +597,7 @@ fn double_free_after_merging_backward_is_detected() {
     // SAFETY: deliberate misuse, detected.
     let e = unsafe { h.dealloc(b, lay(100)) };
     assert!(matches!(e, Err(HeapError::DoubleFree { .. })), "{e:?}");
+    assert!(h.is_failed());
 }
 
 #[test]
@@ -829,4 +836,68 @@ fn verify_reports_a_damaged_boundary_tag_and_bitmap() {
     assert_eq!(h.verify().unwrap_err().invariant, 5);
     h.smallmap = map;
     check(&h);
+}
+
+/// A forged link written into a freed block (a plain pointer, as a
+/// use-after-free would leave) is caught when the block is reused.
+#[cfg(feature = "hardened")]
+#[test]
+fn hardened_forged_link_fails_closed() {
+    let (mut h, _) = new_heap(4);
+    let a = h.alloc(lay(40)).unwrap();
+    let b = h.alloc(lay(40)).unwrap();
+    let _guard = h.alloc(lay(40)).unwrap();
+    free(&mut h, a, lay(40));
+    check(&h);
+    // Use after free: overwrite `a`'s forward link with a plain pointer.
+    // SAFETY: deliberate misuse of freed memory the heap still owns.
+    unsafe { a.as_ptr().cast::<*mut u8>().write(b.as_ptr()) };
+    assert!(h.verify().is_err(), "verify sees the forged link");
+    assert_eq!(
+        h.alloc(lay(40)),
+        None,
+        "the bin with the forged link is not served"
+    );
+    assert!(h.is_failed());
+    assert!(matches!(h.verify(), Err(v) if v.invariant == 11));
+}
+
+/// A write into a freed block is caught when the block is reused.
+#[cfg(feature = "hardened")]
+#[test]
+fn hardened_write_after_free_fails_closed() {
+    let (mut h, _) = new_heap(4);
+    let a = h.alloc(lay(200)).unwrap();
+    let guard = h.alloc(lay(40)).unwrap();
+    free(&mut h, a, lay(200));
+    check(&h);
+    // SAFETY: deliberate misuse of freed memory the heap still owns.
+    unsafe { a.as_ptr().add(150).write(7) };
+    assert!(matches!(h.verify(), Err(v) if v.invariant == 13));
+    assert_eq!(h.alloc(lay(200)), None);
+    assert!(h.is_failed());
+    // SAFETY: `guard` is live; the heap refuses every call now.
+    let e = unsafe { h.dealloc(guard, lay(40)) };
+    assert_eq!(e, Err(HeapError::FailedClosed));
+}
+
+/// Freed memory holds the poison and links are stored masked.
+#[cfg(feature = "hardened")]
+#[test]
+fn hardened_free_chunks_are_poisoned_and_links_masked() {
+    let (mut h, _) = new_heap(4);
+    let a = h.alloc(lay(100)).unwrap();
+    let _guard = h.alloc(lay(40)).unwrap();
+    let b = h.alloc(lay(100)).unwrap();
+    let _guard2 = h.alloc(lay(40)).unwrap();
+    free(&mut h, a, lay(100));
+    free(&mut h, b, lay(100));
+    check(&h);
+    // SAFETY: the heap owns the freed blocks; reading them is fine.
+    let (fd_word, tail) = unsafe { (a.as_ptr().cast::<usize>().read(), a.as_ptr().add(60).read()) };
+    assert_eq!(tail, crate::block::POISON);
+    // `a` was binned second... or first: either way its stored link is not
+    // the plain address of `b`'s chunk nor null.
+    assert_ne!(fd_word, 0);
+    assert_ne!(fd_word, b.as_ptr() as usize - crate::block::MEM_OFFSET);
 }

@@ -6,7 +6,7 @@ use linmem_memory::{HeapStats, MemorySource, Violation};
 use crate::bins::{NSMALL, NTREE, is_small, small_index, small_size, tree_index, tree_shift};
 use crate::block::{
     ALIGN_MASK, CINUSE, FENCE, MEM_OFFSET, MIN_CHUNK, MIN_TREE_CHUNK, PINUSE, REC_SIZE, TOP_FOOT,
-    W, bk, child, fd, head, parent, prev_foot, size_of_head, tindex,
+    W, head, prev_foot, size_of_head, tindex,
 };
 use crate::heap::Heap;
 
@@ -113,6 +113,14 @@ pub(crate) fn verify<S: MemorySource>(h: &Heap<S>) -> Result<HeapStats, Violatio
     let in_bins = check_bins(h, &w)?;
     if in_bins != w.binned {
         return Err(v(4, 0, "binned chunks differ from the free chunks walked"));
+    }
+    #[cfg(feature = "hardened")]
+    if h.tamper.get() != 0 {
+        return Err(v(
+            12,
+            h.tamper.get(),
+            "a free-list link does not unmask to a chunk of the heap",
+        ));
     }
     if h.footprint != h.overhead + w.in_use + w.free_bytes || h.peak < h.footprint {
         return Err(v(9, 0, "footprint != overhead + in_use + free"));
@@ -271,9 +279,11 @@ unsafe fn walk_segment<S: MemorySource>(
             if unsafe { prev_foot(next) } != size {
                 return Err(v(2, a, "free chunk's boundary tag disagrees with its head"));
             }
-            if is_top && a + size > h.fresh {
-                return Err(v(10, a, "free chunk above the pristine watermark"));
-            }
+            #[cfg(feature = "hardened")]
+            // SAFETY: I1: the chunk `[a, a + size)` lies in the segment.
+            unsafe {
+                check_poisoned(p, size)?
+            };
             if p == h.dv {
                 if size != h.dvsize {
                     return Err(v(7, a, "dv size differs from dvsize"));
@@ -307,30 +317,30 @@ unsafe fn check_linked<S: MemorySource>(
     // SAFETY: I4: free chunks hold their links; a linked neighbour is a
     // binned chunk whose links are readable.
     unsafe {
-        let (f, b) = (fd(p), bk(p));
+        let (f, b) = (h.fd(p), h.bk(p));
         if is_small(size) {
             let i = small_index(size);
             let back_ok = if b.is_null() {
                 h.small[i] == p
             } else {
-                fd(b) == p
+                h.fd(b) == p
             };
-            if !back_ok || (!f.is_null() && bk(f) != p) {
+            if !back_ok || (!f.is_null() && h.bk(f) != p) {
                 return Err(v(4, a, "small free chunk not linked in its bin"));
             }
         } else {
             if size < MIN_TREE_CHUNK || tindex(p) != tree_index(size) {
                 return Err(v(6, a, "tree chunk's index is not its size's bin"));
             }
-            if fd(b) != p || bk(f) != p {
+            if h.fd(b) != p || h.bk(f) != p {
                 return Err(v(6, a, "tree chunk's ring links disagree"));
             }
-            let xp = parent(p);
+            let xp = h.parent(p);
             let node_ok = if xp.is_null() {
                 // A root, or a ring member of a node of the same size.
                 h.tree[tindex(p)] == p || f != p
             } else {
-                child(xp, 0) == p || child(xp, 1) == p
+                h.child(xp, 0) == p || h.child(xp, 1) == p
             };
             if !node_ok {
                 return Err(v(6, a, "tree chunk not reachable from its parent or bin"));
@@ -400,11 +410,11 @@ fn check_bins<S: MemorySource>(h: &Heap<S>, w: &Walk) -> Result<usize, Violation
             }
             // SAFETY: I4: `x` is a binned free chunk (checked).
             unsafe {
-                if bk(x) != prev {
+                if h.bk(x) != prev {
                     return Err(v(4, x.addr(), "small bin back link broken"));
                 }
                 prev = x;
-                x = fd(x);
+                x = h.fd(x);
             }
         }
     }
@@ -416,7 +426,7 @@ fn check_bins<S: MemorySource>(h: &Heap<S>, w: &Walk) -> Result<usize, Violation
         if !root.is_null() {
             check_binned(h, root, 6)?;
             // SAFETY: I6: the root is a binned free chunk (checked).
-            if !unsafe { parent(root) }.is_null() {
+            if !unsafe { h.parent(root) }.is_null() {
                 return Err(v(6, root.addr(), "tree root has a parent"));
             }
             total += check_tree(h, root, i, 0, 0, bound.saturating_sub(total))?;
@@ -459,8 +469,8 @@ fn check_tree<S: MemorySource>(
         }
         // The ring of equal sizes.
         let mut count = 1;
-        let mut x = fd(t);
-        if bk(x) != t {
+        let mut x = h.fd(t);
+        if h.bk(x) != t {
             return Err(v(6, a, "ring link broken"));
         }
         while x != t {
@@ -470,21 +480,21 @@ fn check_tree<S: MemorySource>(
             if check_binned(h, x, 6)? != size {
                 return Err(v(6, x.addr(), "ring member of another size"));
             }
-            if !parent(x).is_null() || tindex(x) != i {
+            if !h.parent(x).is_null() || tindex(x) != i {
                 return Err(v(6, x.addr(), "ring member with a parent or wrong index"));
             }
-            if bk(fd(x)) != x {
+            if h.bk(h.fd(x)) != x {
                 return Err(v(6, x.addr(), "ring link broken"));
             }
             count += 1;
-            x = fd(x);
+            x = h.fd(x);
         }
         for k in 0..2 {
-            let c = child(t, k);
+            let c = h.child(t, k);
             if c.is_null() {
                 continue;
             }
-            if c == t || !in_segment(h, c) || parent(c) != t {
+            if c == t || !in_segment(h, c) || h.parent(c) != t {
                 return Err(v(6, c.addr(), "child's parent link is not its node"));
             }
             count += check_tree(
@@ -501,6 +511,27 @@ fn check_tree<S: MemorySource>(
         }
         Ok(count)
     }
+}
+
+/// I13: the free chunk `p` of `size` bytes (not the top) holds the poison
+/// byte in its window after its head and links.
+///
+/// # Safety
+///
+/// `[p, p + size)` lies in a segment.
+#[cfg(feature = "hardened")]
+unsafe fn check_poisoned(p: *mut u8, size: usize) -> Result<(), Violation> {
+    let word = usize::from_ne_bytes([crate::block::POISON; W]);
+    let mut off = crate::block::poison_from(size);
+    let end = size.min(off + crate::block::POISON_CHECK);
+    while off < end {
+        // SAFETY: the caller's contract; `off` is word-aligned.
+        if unsafe { p.byte_add(off).cast::<usize>().read() } != word {
+            return Err(v(13, p.addr() + off, "freed memory written after free"));
+        }
+        off += W;
+    }
+    Ok(())
 }
 
 /// I10: the top segment above the watermark is still zero.
@@ -544,6 +575,12 @@ pub(crate) fn summary<S: MemorySource>(h: &Heap<S>) -> HeapStats {
             // the record).
             let hd = unsafe { head(p) };
             let size = size_of_head(hd);
+            // A damaged head (a stray write past a block) must not make the
+            // walk loop or leave the segment: stop counting there; `verify()`
+            // names the damage.
+            if size < MIN_CHUNK || size & ALIGN_MASK != 0 || size > stop - p.addr() {
+                break;
+            }
             if hd & CINUSE != 0 {
                 s.in_use += size;
                 s.live_blocks += 1;
