@@ -31,15 +31,22 @@
 #[global_allocator]
 static A: linmem_bump::Global = linmem_bump::Global::new();
 
-#[cfg(feature = "alloc-dlmalloc-port")]
+#[cfg(any(feature = "alloc-dlmalloc-port", feature = "alloc-dlmalloc-port-hardened"))]
 #[global_allocator]
 static A: linmem_dlmalloc::Global = linmem_dlmalloc::Global::new();
 
-#[cfg(feature = "alloc-emmalloc-port")]
+#[cfg(any(
+    feature = "alloc-emmalloc-port",
+    feature = "alloc-emmalloc-port-hardened"
+))]
 #[global_allocator]
 static A: linmem_emmalloc::Global = linmem_emmalloc::Global::new();
 
-#[cfg(feature = "alloc-ems")]
+#[cfg(any(
+    feature = "alloc-ems",
+    feature = "alloc-ems-unchecked",
+    feature = "alloc-ems-hardened"
+))]
 #[global_allocator]
 static A: linmem_ems::Global = linmem_ems::Global::new();
 
