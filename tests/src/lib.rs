@@ -144,9 +144,9 @@ pub const fn sized(host: usize, wasm: usize, miri: usize) -> usize {
     }
 }
 
-/// Whether this is a light Miri pass (Tree Borrows, 32-bit): set by
-/// `LINMEM_MIRI_LIGHT` in the environment, which `cargo xtask miri` forwards
-/// into Miri for those passes; the heaviest cases then run fewer rounds.
+/// Whether this is a light Miri pass: set by `LINMEM_MIRI_LIGHT` in the
+/// environment, which `cargo xtask miri` forwards into Miri (in every mode);
+/// the heaviest cases then run fewer rounds.
 pub fn miri_light() -> bool {
     cfg!(miri) && std::env::var_os("LINMEM_MIRI_LIGHT").is_some()
 }
