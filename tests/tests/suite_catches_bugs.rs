@@ -152,13 +152,12 @@ fn suite_rejects_an_allocator_that_hands_out_overlapping_blocks() {
 
 #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
 #[cfg_attr(not(target_arch = "wasm32"), test)]
+// Under Miri (`cargo xtask miri` runs the light case count) the realloc
+// workloads are too short to reach the broken path: reported as ignored
+// there rather than passing without checking; natively and in node they
+// catch it.
+#[cfg_attr(miri, ignore = "Miri's light case count is too short for this bug")]
 fn suite_rejects_an_allocator_whose_realloc_loses_the_contents() {
-    // At Miri's light case count (`cargo xtask miri`) the realloc workloads
-    // are too short to reach the broken path; natively, in node and at
-    // Miri's normal count they catch it.
-    if linmem_tests::miri_light() {
-        return;
-    }
     let s = subject(Bug::ForgetfulRealloc);
     expect_failure(
         cases::realloc_keeps_the_prefix_growing_and_shrinking(&s),

@@ -16,6 +16,7 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use std::thread;
 
 use linmem_memory::{Locked, RawHeap, SimMemory};
+use linmem_tests::program::Rng;
 
 /// Threads hammering the one heap.
 const THREADS: usize = if cfg!(miri) { 4 } else { 6 };
@@ -26,22 +27,6 @@ const LIVE: usize = if cfg!(miri) { 8 } else { 64 };
 /// The simulated memory's maximum, in 64 KiB pages (the bump arena never
 /// reuses freed blocks, so it needs the most).
 const MAX_PAGES: usize = if cfg!(miri) { 16 } else { 4096 };
-
-/// A simple seeded xorshift generator.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
 
 /// A live block, with the id its pattern is derived from (unique across
 /// threads: thread in the high bits, serial in the low ones).
@@ -106,7 +91,7 @@ fn worker<H: RawHeap>(
     from_prev: Receiver<Block>,
     start: &Barrier,
 ) -> Vec<Block> {
-    let mut rng = Rng(0x2545_f491_4f6c_dd1d ^ ((t as u64 + 1) << 32));
+    let mut rng = Rng::new(0x2545_f491_4f6c_dd1d ^ ((t as u64 + 1) << 32));
     let mut live: Vec<Block> = Vec::new();
     let mut serial = 0u64;
     let mut fresh_id = || {
