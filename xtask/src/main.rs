@@ -8,8 +8,9 @@
 //!   component if missing), with strict provenance, in three modes (or the
 //!   one named), all at the suite's light case count: `stacked-borrows`,
 //!   the host suite and unit tests; `tree-borrows` and `i686` (a 32-bit
-//!   `usize`, as on wasm32), the conformance suite. Prints each
-//!   mode's pass/fail count and time.
+//!   `usize`, as on wasm32), the conformance suite. The modes run side by
+//!   side, one per core; each prints its output, pass/fail count and time
+//!   when it ends.
 //! - `cargo xtask fuzz [secs]`: each cargo-fuzz target (one per allocator)
 //!   for `secs` seconds (default 30); see `xtask/src/fuzz.rs`.
 //! - `cargo xtask lint`: `cargo fmt --check`, clippy (host and wasm32) and the
@@ -23,6 +24,7 @@ mod embed;
 mod fuzz;
 
 use std::env;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 
@@ -318,63 +320,117 @@ fn miri(root: &Path, args: &[String], tally: &mut Tally) -> bool {
             .push(format!("usage: cargo xtask miri [{}]", names.join(" | ")));
         return false;
     }
-    let mut ok = true;
-    for mode in MIRI_MODES
+    let modes: Vec<&MiriMode> = MIRI_MODES
         .iter()
         .filter(|m| only.is_none_or(|o| o == m.name))
-    {
-        // `cargo +nightly` needs the rustup proxy, while `$CARGO` is the
-        // toolchain's own cargo: go through rustup.
-        let mut cmd = Command::new("rustup");
-        cmd.current_dir(root)
-            .args(["run", "nightly", "cargo", "miri", "test"]);
-        let mut flags = env::var("MIRIFLAGS").unwrap_or_else(|_| "-Zmiri-strict-provenance".into());
-        // Every mode runs the suite at its lightest case count: Miri runs
-        // code about a thousand times slower than native, and the suite's
-        // full counts run natively and in node.
-        cmd.env("LINMEM_MIRI_LIGHT", "1");
-        flags.push_str(" -Zmiri-env-forward=LINMEM_MIRI_LIGHT");
-        if mode.light {
-            // The conformance suite only.
-            cmd.args(["-p", "linmem-tests"]);
-            for b in SUITE_BINARIES {
-                cmd.args(["--test", b]);
-            }
-        } else {
-            cmd.arg("--workspace");
-            for c in NOT_UNDER_MIRI {
-                cmd.args(["--exclude", c]);
-            }
-            // Doc tests under Miri add little and take long.
-            cmd.args(["--lib", "--tests"]);
+        .collect();
+    // Miri interprets on one core: run the modes side by side, one worker
+    // per core, each worker in its own target directory (cargo locks a
+    // target directory for a whole `cargo test`). Each mode's output is
+    // printed in one piece when it ends.
+    let base = env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let workers = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .clamp(1, modes.len().max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for w in 0..workers {
+            let (modes, next, results, base) = (&modes, &next, &results, &base);
+            s.spawn(move || {
+                let dir = if w == 0 {
+                    base.clone()
+                } else {
+                    base.join(format!("xtask-miri-{w}"))
+                };
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(mode) = modes.get(i) else { break };
+                    eprintln!("xtask: == miri {}: {} (started)", mode.name, mode.what);
+                    let r = miri_mode(root, mode, &dir);
+                    results.lock().unwrap_or_else(|e| e.into_inner()).push(r);
+                }
+            });
         }
-        if let Some(target) = mode.target {
-            cmd.args(["--target", target]);
-        }
-        for f in mode.flags {
-            flags.push(' ');
-            flags.push_str(f);
-        }
-        cmd.env("MIRIFLAGS", flags);
-        let mut t = Tally::default();
-        let start = std::time::Instant::now();
-        ok &= run(
-            &format!("miri {}: {}", mode.name, mode.what),
-            &mut cmd,
-            &mut t,
-        );
-        println!(
-            "xtask: miri {}: {} passed, {} failed in {:.0?}",
-            mode.name,
-            t.passed,
-            t.failed,
-            start.elapsed()
-        );
+    });
+    let mut ok = true;
+    for (ran, mut t) in results.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        ok &= ran;
         tally.passed += t.passed;
         tally.failed += t.failed;
         tally.failures.append(&mut t.failures);
     }
     ok
+}
+
+/// Runs one Miri mode with its build in `target_dir`, prints its whole
+/// output and its pass/fail line, and returns whether it passed.
+fn miri_mode(root: &Path, mode: &MiriMode, target_dir: &Path) -> (bool, Tally) {
+    // `cargo +nightly` needs the rustup proxy, while `$CARGO` is the
+    // toolchain's own cargo: go through rustup.
+    let mut cmd = Command::new("rustup");
+    cmd.current_dir(root)
+        .env("CARGO_TARGET_DIR", target_dir)
+        .args(["run", "nightly", "cargo", "miri", "test"]);
+    let mut flags = env::var("MIRIFLAGS").unwrap_or_else(|_| "-Zmiri-strict-provenance".into());
+    // Every mode runs the suite at its lightest case count: Miri runs
+    // code about a thousand times slower than native, and the suite's
+    // full counts run natively and in node.
+    cmd.env("LINMEM_MIRI_LIGHT", "1");
+    flags.push_str(" -Zmiri-env-forward=LINMEM_MIRI_LIGHT");
+    if mode.light {
+        // The conformance suite only.
+        cmd.args(["-p", "linmem-tests"]);
+        for b in SUITE_BINARIES {
+            cmd.args(["--test", b]);
+        }
+    } else {
+        cmd.arg("--workspace");
+        for c in NOT_UNDER_MIRI {
+            cmd.args(["--exclude", c]);
+        }
+        // Doc tests under Miri add little and take long.
+        cmd.args(["--lib", "--tests"]);
+    }
+    if let Some(target) = mode.target {
+        cmd.args(["--target", target]);
+    }
+    for f in mode.flags {
+        flags.push(' ');
+        flags.push_str(f);
+    }
+    cmd.env("MIRIFLAGS", flags);
+    let what = format!("miri {}: {}", mode.name, mode.what);
+    let mut t = Tally::default();
+    let start = std::time::Instant::now();
+    let out = cmd.stdin(Stdio::null()).output();
+    let ok = match out {
+        Ok(out) => {
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            // One block per mode, so parallel modes do not interleave.
+            let mut lock = std::io::stdout().lock();
+            let _ = writeln!(lock, "xtask: == {what} (output)\n{stderr}{stdout}");
+            t.add_output(&stdout);
+            if !out.status.success() {
+                t.failures.push(what);
+            }
+            let _ = writeln!(
+                lock,
+                "xtask: miri {}: {} passed, {} failed in {:.0?}",
+                mode.name,
+                t.passed,
+                t.failed,
+                start.elapsed()
+            );
+            out.status.success()
+        }
+        Err(e) => {
+            t.failures.push(format!("{what}: could not start: {e}"));
+            false
+        }
+    };
+    (ok, t)
 }
 
 /// The conformance-suite binaries that the light Miri modes run.
