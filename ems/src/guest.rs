@@ -188,6 +188,23 @@ impl GuestHeap {
     /// space merges with a free tail block. Growth by less than 16 bytes is
     /// ignored.
     pub fn extend(&mut self, mem: &mut [u8], new_len: u32) -> Result<(), PoolError> {
+        let from = self.pool_offset.saturating_add(self.core.end);
+        self.extend_from(mem, from, new_len)
+    }
+
+    /// Grows the pool to `new_len` bytes of which only those from guest
+    /// address `from` on are the heap's: the bytes between the old pool end
+    /// and `from` (memory someone else grew, such as the guest itself)
+    /// become one gap block that the heap never reads, writes, frees or
+    /// merges (I9). With `from` at or below the pool end this is
+    /// [`extend`](Self::extend). Growth too small for a block after the gap
+    /// is ignored.
+    pub fn extend_from(
+        &mut self,
+        mem: &mut [u8],
+        from: u32,
+        new_len: u32,
+    ) -> Result<(), PoolError> {
         if self.core.is_corrupted() {
             return Err(PoolError::FailedClosed);
         }
@@ -200,9 +217,11 @@ impl GuestHeap {
         {
             return Err(PoolError::OutOfBounds);
         }
-        let old_end = self.core.end;
+        // Pool-relative start of the new space; below the pool end it is
+        // contiguous growth.
+        let region = from.saturating_sub(self.pool_offset).max(self.core.end);
         let mut m = SliceMem::new(mem, self.pool_offset as usize, new_end);
-        match self.core.extend(&mut m, old_end, new_end) {
+        match self.core.extend(&mut m, region, new_end) {
             Ok(_) => Ok(()),
             Err(_) => Err(PoolError::FailedClosed),
         }

@@ -70,8 +70,10 @@
 //! when the source grows contiguously; when another party grew memory in
 //! between, the foreign bytes become one *gap block* (marked in use, never
 //! touched inside) and the new region joins the same pool, so one pool and
-//! one offset space serve all growth (I9). Growth below the pool base or
-//! beyond 4 GiB of offsets cannot be used: the allocation returns `None`.
+//! one offset space serve all growth (I9); [`guest::GuestHeap::extend_from`]
+//! does the same for a runtime whose guest grew its memory itself. Growth
+//! below the pool base or beyond 4 GiB of offsets cannot be used: the
+//! allocation returns `None`.
 //!
 //! Feature `bench-unchecked`: measurement only: removes the integrity checks
 //! (of free, realloc and usable size) so the benchmark can show their cost;

@@ -729,6 +729,45 @@ fn guest_heap_extends_when_guest_memory_grows() {
 }
 
 #[test]
+fn guest_heap_skips_pages_the_guest_grew_itself() {
+    // The pool ends at 8 KiB; the guest grows its memory to 12 KiB and fills
+    // its new bytes; then the host grows to 32 KiB and pools only its part.
+    let mut mem = vec![0u8; 8 * 1024];
+    let mut g = GuestHeap::init(&mut mem, 1024, 7 * 1024).unwrap();
+    let small = g.malloc(&mut mem, 3000).unwrap();
+    mem.resize(12 * 1024, 0xEE);
+    mem.resize(32 * 1024, 0);
+    g.extend_from(&mut mem, 12 * 1024, 31 * 1024).unwrap();
+    assert_eq!(g.pool_len(), 31 * 1024);
+    g.verify(&mem).unwrap();
+    let mut live = vec![small];
+    while let Some(a) = g.malloc(&mut mem, 1000) {
+        let a_end = a + 1000;
+        assert!(
+            a_end <= 8 * 1024 || a >= 12 * 1024,
+            "{a:#x} in the guest's pages"
+        );
+        mem[a as usize..a_end as usize].fill(0x11);
+        live.push(a);
+    }
+    assert!(live.len() > 15, "the host's pages were not pooled");
+    assert!(mem[8 * 1024..12 * 1024].iter().all(|&b| b == 0xEE));
+    g.verify(&mem).unwrap();
+    for a in live {
+        g.free(&mut mem, a).unwrap();
+    }
+    g.verify(&mem).unwrap();
+    assert!(mem[8 * 1024..12 * 1024].iter().all(|&b| b == 0xEE));
+    // The gap is never merged: the free space on both sides stays apart.
+    assert_eq!(g.stats(&mem).unwrap().free_blocks, 2);
+    // A start at or below the pool end is plain contiguous growth.
+    mem.resize(40 * 1024, 0);
+    g.extend_from(&mut mem, 0, 39 * 1024).unwrap();
+    assert_eq!(g.stats(&mem).unwrap().free_blocks, 2);
+    g.verify(&mem).unwrap();
+}
+
+#[test]
 fn guest_heap_errors_name_the_guest_address_also_below_the_pool() {
     let mut mem = vec![0u8; 64 * 1024];
     let mut g = GuestHeap::init(&mut mem, 4096, 16 * 1024).unwrap();

@@ -44,12 +44,11 @@
 //! [`scenarios`] runs the five scenarios; `src/main.rs` prints them and
 //! `tests/scenarios.rs` asserts them.
 //!
-//! Limitation: [`GuestHeap`] has no gap blocks for memory grown by someone
-//! else (the in-process `Heap` has). The pool is assumed to own all memory
-//! from `__heap_base` up; if the guest grows memory itself, the host sees
-//! the size changed behind its back and refuses to extend the pool over
-//! those pages (allocations that need growth then fail with 0), counted in
-//! [`HostStats::foreign_growth`].
+//! A guest may also grow its memory itself (`memory.grow` in its own code).
+//! The host notices that the size changed behind its back when it next
+//! grows, and extends the pool with [`GuestHeap::extend_from`]: the guest's
+//! pages become a gap block that the heap never reads or writes, and only
+//! the host's new pages are pooled. Counted in [`HostStats::foreign_growth`].
 //!
 //! The host is safe Rust throughout (`forbid(unsafe_code)`).
 
@@ -143,7 +142,8 @@ pub struct HostStats {
     pub pages_added: u64,
     /// Growths after which the memory's host address had changed.
     pub base_moves: u64,
-    /// Growth refused because the memory size changed behind the host.
+    /// Host growths that found pages the guest had grown itself (skipped
+    /// as a gap in the pool).
     pub foreign_growth: u64,
     /// The pool's length when the heap was set up.
     pub initial_pool: u32,
@@ -295,9 +295,9 @@ fn serve_free(mut cx: impl AsContextMut<Data = GuestState>, addr: u32) -> Result
 }
 
 /// Grows the memory by enough pages for `need` more bytes (at least
-/// [`GROW_STEP_PAGES`]) and extends the pool over them. `Ok(false)` when
-/// the memory cannot grow (the limit, or someone else grew it); an error
-/// when the heap refuses to extend (failed closed).
+/// [`GROW_STEP_PAGES`]) and extends the pool over them, skipping pages the
+/// guest grew itself. `Ok(false)` when the memory cannot grow (the limit);
+/// an error when the heap refuses to extend (failed closed).
 fn grow_pool(
     mut cx: impl AsContextMut<Data = GuestState>,
     memory: Memory,
@@ -306,9 +306,9 @@ fn grow_pool(
     let before_len = memory.data_size(&cx);
     let before_base = memory.data_ptr(&cx).addr();
     if before_len != cx.as_context().data().mem_len {
-        // Pages the guest grew itself may hold its data: never pool them.
+        // The guest grew its memory itself: those pages hold its data and
+        // become a gap in the pool (skipped, never touched).
         cx.as_context_mut().data_mut().stats.foreign_growth += 1;
-        return Ok(false);
     }
     let pages = (need + GROW_SLACK).div_ceil(PAGE).max(GROW_STEP_PAGES);
     if memory.grow(&mut cx, pages).is_err() {
@@ -323,7 +323,10 @@ fn grow_pool(
     // pool length fits a u32; saturate rather than trust it.
     let pool_len = bytes.len().saturating_sub(heap.pool_offset() as usize);
     let pool_len = u32::try_from(pool_len).unwrap_or(u32::MAX);
-    if let Err(e) = heap.extend(bytes, pool_len) {
+    // The host's pages start at the size it found: anything between the
+    // pool's end and there was grown by the guest.
+    let from = u32::try_from(before_len).unwrap_or(u32::MAX);
+    if let Err(e) = heap.extend_from(bytes, from, pool_len) {
         return Err(state.fail(format_args!("extending the pool: {e}")));
     }
     state.mem_len = bytes.len();

@@ -187,7 +187,7 @@ fn host_calls_exported_c_malloc_family_of_every_allocator() {
 }
 
 #[test]
-fn memory_the_guest_grew_itself_is_never_pooled() {
+fn memory_the_guest_grew_itself_is_skipped_and_never_touched() {
     let engine = engine(false).unwrap();
     let module = Module::new(&engine, GUEST_IMPORTS).unwrap();
     let mut g = GuestInstance::new(&engine, &module, MAX_MEMORY).unwrap();
@@ -195,15 +195,36 @@ fn memory_the_guest_grew_itself_is_never_pooled() {
     let old_pages: i32 = g.call("grow_own_memory", 1).unwrap();
     assert!(old_pages > 0);
     let own = u32::try_from(old_pages).unwrap() * 64 * 1024;
-    g.write(own, &[0xEE; 4096]).unwrap();
-    // Growing the pool would take the guest's page: refused (0, no trap).
-    assert!(g.malloc(1 << 20).is_err());
+    let own_end = own + 64 * 1024;
+    g.write(own, &[0xEE; 64 * 1024]).unwrap();
+    // Growing the pool skips the guest's page: the big block lies beyond.
+    let big = g.malloc(1 << 20).unwrap();
+    assert!(
+        big >= own_end,
+        "{big:#x} overlaps the guest's page at {own:#x}"
+    );
+    g.write(big, &[0x11; 1 << 20]).unwrap();
     assert_eq!(g.stats().foreign_growth, 1);
-    assert!(g.read(own, 4096).unwrap().iter().all(|&b| b == 0xEE));
-    // What fits in the pool still works.
-    let again = g.malloc(500).unwrap();
-    g.free(again).unwrap();
-    g.free(small).unwrap();
+    assert_eq!(g.stats().grow_events, 1);
+    // Fill what is left; nothing lands in the guest's page.
+    let mut live = vec![small, big];
+    while let Ok(a) = g.malloc(4000) {
+        assert!(
+            a + 4000 <= own || a >= own_end,
+            "{a:#x} in the guest's page"
+        );
+        g.write(a, &[0x22; 4000]).unwrap();
+        live.push(a);
+        if live.len() > 400 {
+            break;
+        }
+    }
+    assert!(g.read(own, 64 * 1024).unwrap().iter().all(|&b| b == 0xEE));
+    for a in live {
+        g.free(a).unwrap();
+    }
+    assert!(g.read(own, 64 * 1024).unwrap().iter().all(|&b| b == 0xEE));
     assert!(!g.is_corrupted());
-    assert_eq!(g.heap_stats().unwrap().used_blocks, 0);
+    let s = g.heap_stats().unwrap();
+    assert_eq!(s.used_blocks, 0);
 }
