@@ -31,20 +31,12 @@ pub(crate) const LAST_FROM: usize = bucket_floor(BUCKETS - 1);
 
 /// The bucket of a free region of `size` bytes (`size >= MIN_REGION`).
 ///
-/// The exact (small) case is inlined; the sub-bucket case is one shared
-/// function.
-#[inline(always)]
+/// One shared copy (code size).
+#[inline(never)]
 pub(crate) const fn bucket(size: usize) -> usize {
     if size < EXACT_LIMIT {
-        size / GRAIN
-    } else {
-        bucket_large(size)
+        return size / GRAIN;
     }
-}
-
-/// [`bucket`] for sizes from `EXACT_LIMIT` up.
-#[inline(never)]
-const fn bucket_large(size: usize) -> usize {
     let log = (usize::BITS - 1 - size.leading_zeros()) as usize;
     let b = EXACT + (log - LOG_EXACT) * SUBS + ((size >> (log - 2)) & (SUBS - 1));
     if b < BUCKETS { b } else { BUCKETS - 1 }

@@ -29,7 +29,7 @@ pub(crate) const OVERHEAD: usize = 2 * W;
 pub(crate) const MIN_REGION: usize = 4 * W;
 
 /// The start sentinel of a root: a used region holding the address of the
-/// next root and of this root's end sentinel.
+/// previous (older) root and of this root's end sentinel.
 pub(crate) const ROOT_HDR: usize = 4 * W;
 
 /// Bit 1 of a used region's *header* (never its footer): the region is a
@@ -121,8 +121,9 @@ pub(crate) unsafe fn set_link(r: *mut u8, i: usize, v: *mut u8) {
 }
 
 /// The region size for a payload of `size` bytes (`size <= isize::MAX`, so
-/// this cannot overflow).
-#[inline(always)]
+/// this cannot overflow). One shared copy for `malloc` and `realloc` (code
+/// size).
+#[inline(never)]
 pub(crate) const fn region_for(size: usize) -> usize {
     let r = (size + OVERHEAD + GRAIN - 1) & !(GRAIN - 1);
     if r < MIN_REGION { MIN_REGION } else { r }

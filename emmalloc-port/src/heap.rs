@@ -23,9 +23,6 @@ const POISON_PREFIX: usize = 32;
 /// Quick lists: one per region size below `EXACT_LIMIT` (index `size / GRAIN`).
 pub(crate) const QUICK: usize = EXACT_LIMIT / GRAIN;
 
-/// Regions tried per bucket on the fast path before moving to a larger one.
-const FAST_TRIES: usize = 1;
-
 /// Bytes asked of the source beyond the region itself: a start sentinel, an
 /// end sentinel, the alignment slack at both ends of a new root, and room
 /// for one smallest region so that every grown region can hold a root.
@@ -55,13 +52,8 @@ pub struct Heap<S: MemorySource> {
     /// I10: the quick lists: freed small blocks of one exact region size
     /// each, singly linked through their first payload word, not merged.
     pub(crate) quick: [*mut u8; QUICK],
-    /// Region sizes below this are served from and freed to the quick
-    /// lists: `EXACT_LIMIT` once memory was grown, 0 before and once failed
-    /// closed (I9; zero-initialised, so the heap needs no data segment).
-    pub(crate) quick_limit: usize,
-    /// I8: the start sentinel of the first root, or null before the first grow.
-    pub(crate) first_root: *mut u8,
-    /// I8: the start sentinel of the newest root.
+    /// I8: the start sentinel of the newest root (null before the first
+    /// grow), where the chain of roots starts.
     pub(crate) last_root: *mut u8,
     /// I8: the end sentinel of the newest root (null before the first grow).
     pub(crate) end: *mut u8,
@@ -82,7 +74,8 @@ pub struct Heap<S: MemorySource> {
     /// The pages the source can reach at most, for `unclaimed_heap_memory`,
     /// minus `DEFAULT_LIMIT_PAGES` (wrapping; zero-initialised).
     pub(crate) limit_delta: usize,
-    /// I9: 0, or the code of the first detected misuse; sticky.
+    /// I9: 0, or the code of the first detected misuse; sticky. Non-zero
+    /// also turns the quick lists off.
     pub(crate) failed: u8,
     /// `hardened`: the per-heap secret that masks the free-list links
     /// (I11), set at the first grow.
@@ -114,8 +107,6 @@ impl<S: MemorySource> Heap<S> {
             heads: [null(); BUCKETS],
             mask: 0,
             quick: [null(); QUICK],
-            quick_limit: 0,
-            first_root: null(),
             last_root: null(),
             end: null(),
             mem_end: 0,
@@ -285,16 +276,17 @@ impl<S: MemorySource> Heap<S> {
     }
 
     /// Records the misuse `code` (the first one is kept) and fails the heap
-    /// closed (I9): an empty mask and no quick lists send every allocation
-    /// to the slow path, which refuses; `lim == 0` fails every later check
-    /// (the lists stay as they were, for `verify`).
+    /// closed (I9): an empty mask (and `failed`, which turns the quick
+    /// lists off) send every allocation to the slow path, which refuses;
+    /// `lim == 0` fails every later check (the lists stay as they were, for
+    /// `verify`).
     #[cold]
+    #[inline(never)]
     fn fail_closed(&mut self, code: u8) {
         if self.failed == 0 {
             self.failed = code;
         }
         self.mask = 0;
-        self.quick_limit = 0;
         self.lim = 0;
     }
 
@@ -364,24 +356,25 @@ impl<S: MemorySource> Heap<S> {
 
     // ----- allocation -----------------------------------------------------
 
-    /// The first free region of at least `req` bytes, trying `tries` regions
-    /// of each candidate bucket (from `bucket(req)` up); null if none.
+    /// The first free region of at least `req` bytes in the candidate
+    /// buckets (from `bucket(req)` up); null if none. Only the head of
+    /// each is tried, skipping the free tail, unless `all` (an exhaustive
+    /// search, best fit per bucket, the free tail included).
     ///
     /// Every region of a bucket above `bucket(req)` fits (except in the
-    /// last bucket), so with `tries == 1` this is a mask lookup and one
-    /// region; with `usize::MAX` it is an exhaustive search.
+    /// last bucket), so without `all` this is a mask lookup and one region.
+    /// The last bucket, which spans every large size, is always walked for
+    /// the best fit.
     #[inline(never)]
-    fn find(&mut self, req: usize, tries: usize) -> *mut u8 {
+    fn find(&mut self, req: usize, all: bool) -> *mut u8 {
         let mut cand = self.mask & (u64::MAX << bucket(req));
         while cand != 0 {
             let i = cand.trailing_zeros() as usize;
             // SAFETY: `cand` is non-zero, so `i < 64 == BUCKETS`.
             let mut r = unsafe { *self.heads.get_unchecked(i) };
-            // The last bucket spans every large size: best fit there.
-            let mut n = if i == BUCKETS - 1 { usize::MAX } else { tries };
             let mut best = null();
             let mut best_size = usize::MAX;
-            while !r.is_null() && n != 0 {
+            while !r.is_null() {
                 // SAFETY: I4: `r` is a listed free region: its header is a
                 // free size word.
                 let size = unsafe { word(r) };
@@ -390,13 +383,16 @@ impl<S: MemorySource> Heap<S> {
                 let end = unsafe { r.add(size) };
                 // The free tail is a last resort (the full walk), as
                 // dlmalloc's top: it stays free to merge with growth.
-                if size >= req && size < best_size && (tries != 1 || end != self.end) {
+                if size >= req && size < best_size && (all || end != self.end) {
                     best = r;
                     best_size = size;
                 }
+                // The last bucket spans every large size: best fit there.
+                if !all && i != BUCKETS - 1 {
+                    break;
+                }
                 // SAFETY: I4: a listed region's next link is valid or null.
                 r = unsafe { self.ld(r, 1, 0) };
-                n -= 1;
             }
             if !best.is_null() {
                 return best;
@@ -406,11 +402,11 @@ impl<S: MemorySource> Heap<S> {
         null()
     }
 
-    /// When the first candidate bucket's head does not fit: try the heads
-    /// of the other candidate buckets, then (near out of memory) walk every
-    /// candidate bucket fully, then grow (at most twice: first for what the
-    /// free tail lacks, then for the whole request) and look again. Null
-    /// when out of memory, or when the heap failed closed (I9).
+    /// When no candidate bucket's head fits: (near out of memory) walk
+    /// every candidate bucket fully, then merge the quick lists and walk
+    /// again, then grow (at most twice: first for what the free tail lacks,
+    /// then for the whole request) and look again. Null when out of memory,
+    /// or when the heap failed closed (I9).
     ///
     /// The full walk is exhaustive (every region of every bucket that may
     /// fit is tried) and a failed grow changes nothing, so the scan that
@@ -421,13 +417,9 @@ impl<S: MemorySource> Heap<S> {
         if self.failed != 0 {
             return null();
         }
-        let r = self.find(req, FAST_TRIES);
-        if !r.is_null() {
-            return r;
-        }
         let mut attempt = 0;
         loop {
-            let r = self.find(req, usize::MAX);
+            let r = self.find(req, true);
             if !r.is_null() || attempt == 3 {
                 return r;
             }
@@ -444,18 +436,23 @@ impl<S: MemorySource> Heap<S> {
 
     /// Allocates `size` bytes aligned to `align`; null when out of memory.
     ///
-    /// One copy serves `alloc` and `realloc` (code size). The fast path is
-    /// a mask lookup and the head of the first non-empty candidate bucket,
-    /// which always fits unless it is `bucket(req)` itself above the exact
-    /// sizes, or the last bucket. (A heap that failed closed has an empty
-    /// mask, so it always takes the slow path, which refuses.)
+    /// One copy serves `alloc` and `realloc`, every alignment and every
+    /// path (code size). A small request first tries its quick list. Then
+    /// the heads of the candidate buckets are tried in order (a mask
+    /// lookup and one region: a head always fits unless it is
+    /// `bucket(req)` itself above the exact sizes, or the last bucket);
+    /// near out of memory the search gets harder ([`search_slow`]). An
+    /// alignment above GRAIN over-allocates and splits off a free lead so
+    /// the payload is aligned. (A heap that failed closed skips the quick
+    /// lists and has an empty mask, so it reaches `search_slow`, which
+    /// refuses.)
+    ///
+    /// [`search_slow`]: Self::search_slow
     #[inline(never)]
     fn malloc(&mut self, size: usize, align: usize) -> *mut u8 {
         let req = region_for(size);
-        if align > GRAIN {
-            return self.alloc_aligned(req, align);
-        }
-        if req < self.quick_limit {
+        let small = align <= GRAIN;
+        if small && req < EXACT_LIMIT && self.failed == 0 {
             // SAFETY: `req < EXACT_LIMIT`, so the index is below QUICK.
             let r = unsafe { *self.quick.get_unchecked(req / GRAIN) };
             if !r.is_null() {
@@ -479,92 +476,29 @@ impl<S: MemorySource> Heap<S> {
                 return unsafe { r.add(W) };
             }
         }
-        let cand = self.mask & (u64::MAX << bucket(req));
-        if cand != 0 {
-            let b = cand.trailing_zeros() as usize;
-            // SAFETY: `cand` is non-zero, so `b < 64 == BUCKETS`.
-            let r = unsafe { *self.heads.get_unchecked(b) };
-            // SAFETY: I5, I4: bucket `b` is non-empty, so its head `r` is a
-            // listed free region.
-            let size = unsafe { word(r) };
-            // SAFETY: I1: `r + size` is the end of the region, in its root.
-            if size >= req && b != BUCKETS - 1 && unsafe { r.add(size) } != self.end {
-                // Pop the head (its prev link is null, I4).
-                #[cfg(feature = "hardened")]
-                {
-                    let (from, to) = Self::poison_span(r, size);
-                    // SAFETY: I11: a listed region's poisoned prefix.
-                    unsafe { self.check_poison(from, to) };
-                }
-                // SAFETY: I4: `r` is listed, its next link valid or null.
-                let next = unsafe { self.ld(r, 1, 0) };
-                // SAFETY: `b < 64 == BUCKETS`.
-                unsafe { *self.heads.get_unchecked_mut(b) = next };
-                if next.is_null() {
-                    self.mask &= !(1 << b);
-                } else {
-                    // SAFETY: I4: `next` is listed; it becomes the head.
-                    unsafe { self.st(next, 0, null()) };
-                }
-                #[cfg(feature = "hardened")]
-                if self.failed != 0 {
-                    return null();
-                }
-                // SAFETY: `r` is now unlisted, `size >= req` bytes (I2).
-                return unsafe { self.carve(r, size, req, true) };
-            }
-        }
-        let r = self.search_slow(req);
-        if r.is_null() {
-            return r;
-        }
-        // SAFETY: `search_slow` returned a listed free region of >= `req`.
-        unsafe { self.take(r, req) }
-    }
-
-    /// Takes the free region `r` off its list and uses its first `req`
-    /// bytes; returns the payload.
-    ///
-    /// # Safety
-    ///
-    /// `r` is a listed free region of at least `req` bytes, `req` a multiple
-    /// of GRAIN and at least MIN_REGION.
-    #[inline(always)]
-    unsafe fn take(&mut self, r: *mut u8, req: usize) -> *mut u8 {
-        // SAFETY: I4: `r` is a listed free region (the caller's contract).
-        let size = unsafe { word(r) };
-        // SAFETY: I4: `r` is listed in the bucket of its size.
-        unsafe { self.unlink(r, size) };
-        #[cfg(feature = "hardened")]
-        if self.failed != 0 {
-            return null();
-        }
-        // SAFETY: `r` is now unlisted and `size >= req` bytes.
-        unsafe { self.carve(r, size, req, true) }
-    }
-
-    /// Allocation with an alignment above GRAIN: over-allocate, split off a
-    /// free lead so the payload is aligned, then carve as usual.
-    #[cold]
-    #[inline(never)]
-    fn alloc_aligned(&mut self, req: usize, align: usize) -> *mut u8 {
-        let Some(need) = req.checked_add(align + MIN_REGION) else {
+        let extra = if small { 0 } else { align + MIN_REGION };
+        let Some(need) = req.checked_add(extra) else {
             return null();
         };
-        let r = self.search_slow(need);
+        let mut r = self.find(need, false);
         if r.is_null() {
-            return r;
+            r = self.search_slow(need);
+            if r.is_null() {
+                return r;
+            }
         }
-        // The payload is the first aligned address in the region, unless
-        // that leaves a lead too small to be a region: then the first
-        // aligned address at least MIN_REGION + W in. Either way the lead is
-        // at most MIN_REGION + align - GRAIN, so `req` bytes remain.
+        // With `align > GRAIN`, the payload is the first aligned address at
+        // least MIN_REGION + W into the region: the lead before it is a
+        // region of its own, and at most MIN_REGION + align - GRAIN bytes,
+        // so `req` bytes remain. (One formula, no case for a region that
+        // happens to be aligned: code size.) With `align <= GRAIN` the
+        // payload is the region's own: no lead.
         let base = r.addr() + W;
-        let mut pay = (base + align - 1) & !(align - 1);
-        if pay != base {
-            pay = (base + MIN_REGION + align - 1) & !(align - 1);
-        }
-        let lead = pay - base;
+        let lead = if small {
+            0
+        } else {
+            ((base + MIN_REGION + align - 1) & !(align - 1)) - base
+        };
         // SAFETY: I4: `r` is a listed free region of at least `need` bytes.
         let size = unsafe { word(r) };
         // SAFETY: I4: `r` is listed in the bucket of its size.
@@ -575,7 +509,7 @@ impl<S: MemorySource> Heap<S> {
         }
         // SAFETY: `lead + req <= need <= size` (above), so `[r + lead, r +
         // size)` is an unlisted part of the region of at least `req` bytes.
-        let p = unsafe { self.carve(r.add(lead), size - lead, req, false) };
+        let p = unsafe { self.carve(r.add(lead), size - lead, req, small) };
         if lead != 0 {
             // SAFETY: `[r, r + lead)` is the rest of the region, at least
             // MIN_REGION bytes; its successor was just marked used.
@@ -603,51 +537,58 @@ impl<S: MemorySource> Heap<S> {
     /// a multiple of GRAIN and at least MIN_REGION.
     #[inline(never)]
     unsafe fn carve(&mut self, r: *mut u8, size: usize, req: usize, high: bool) -> *mut u8 {
-        let rest = size - req;
+        let (mut req, mut rest) = (req, size - req);
         if rest < MIN_REGION {
-            // SAFETY: I1, I2: the whole region becomes the block.
-            unsafe { set_region(r, size, USED) };
+            // The whole region becomes the block.
+            (req, rest) = (size, 0);
+        }
+        // SAFETY: I1: `r + size` is the end of the region, in its root.
+        let (used, free) = if high && req < EXACT_LIMIT && unsafe { r.add(size) } != self.end {
+            // SAFETY: I1: `rest < size`, inside the region.
+            (unsafe { r.add(rest) }, r)
         } else {
-            // SAFETY: I1: `r + size` is the end of the region, in its root.
-            let (used, free) = if high && req < EXACT_LIMIT && unsafe { r.add(size) } != self.end {
-                // SAFETY: I1: `rest < size`, inside the region.
-                (unsafe { r.add(rest) }, r)
-            } else {
-                // SAFETY: I1: `req < size`, inside the region.
-                (r, unsafe { r.add(req) })
-            };
-            // SAFETY: I1, I2: `[used, used + req)` lies in the region.
-            unsafe { set_region(used, req, USED) };
+            // SAFETY: I1: `req <= size`, inside the region (or just past it
+            // when `rest == 0`: then `free` is not used).
+            (r, unsafe { r.add(req) })
+        };
+        // SAFETY: I1, I2: `[used, used + req)` lies in the region.
+        unsafe { set_region(used, req, USED) };
+        if rest != 0 {
             // SAFETY: I1: `[free, free + rest)` is the other part of the
             // region, a region of its own (`rest >= MIN_REGION`); the used
             // part is marked first, so the rest merges only with a free
             // neighbour outside the region (I3).
             unsafe { self.release(free, rest) };
-            // SAFETY: I7: the payload starts one word into the region.
-            return unsafe { used.add(W) };
         }
         // SAFETY: I7: the payload starts one word into the region.
-        unsafe { r.add(W) }
+        unsafe { used.add(W) }
     }
 
-    /// Whether a region a neighbour's size word calls free, at `r` with
-    /// `size` bytes, is plausible (I12): a whole number of grains of at
-    /// least `MIN_REGION`, inside the heap's span, with a footer equal to
-    /// its header. O(1): one more word read.
+    /// Whether the neighbour at `r` whose size word is `h` may be merged
+    /// with: it says used (nothing to follow), or it says free and is
+    /// plausible (I12): a whole number of grains of at least `MIN_REGION`,
+    /// inside the heap's span, with a footer equal to its header. O(1):
+    /// one more word read. An implausible one fails the heap closed.
     #[inline(never)]
-    fn free_region_ok(&self, r: *mut u8, size: usize) -> bool {
-        let low = self.lo.wrapping_sub(W);
-        let start = r.addr();
-        if size < MIN_REGION
-            || size & (GRAIN - 1) != 0
-            || start.wrapping_sub(low) > self.hi.wrapping_sub(low)
-            || size > self.hi - start
-        {
-            return false;
+    fn neighbour_ok(&mut self, r: *mut u8, h: usize) -> bool {
+        if h & USED != 0 {
+            return true;
         }
-        // SAFETY: I12: `[r, r + size)` lies inside the heap's span (checked
-        // above), memory the heap owns; `r` derives from a region pointer.
-        unsafe { word(r) == size && word(r.add(size - W)) == size }
+        // As in `check`: with `off < lim`, this is `MIN_REGION <= h` and
+        // `r + h + W <= hi` (a region is followed by at least a sentinel).
+        let off = r.addr().wrapping_add(W).wrapping_sub(self.lo);
+        if off < self.lim
+            && h.wrapping_sub(MIN_REGION) < self.lim - off
+            && h & (GRAIN - 1) == 0
+            // SAFETY: I12: `[r, r + h)` lies inside the heap's span (checked
+            // just before), memory the heap owns; `r` derives from a region
+            // pointer.
+            && unsafe { word(r) == h && word(r.add(h - W)) == h }
+        {
+            return true;
+        }
+        self.fail_closed(MISUSE_CORRUPTED);
+        false
     }
 
     /// Frees the unlisted region `r` of `size` bytes, merging it with free
@@ -670,10 +611,7 @@ impl<S: MemorySource> Heap<S> {
         // Neighbours that say "free" are checked before their links are
         // followed: a stray write into a size word must not make the merge
         // unlink through user bytes (I12).
-        if (nh & USED == 0 && !self.free_region_ok(next, nh))
-            || (pf & USED == 0 && !self.free_region_ok(r.wrapping_sub(pf), pf))
-        {
-            self.fail_closed(MISUSE_CORRUPTED);
+        if !(self.neighbour_ok(next, nh) && self.neighbour_ok(r.wrapping_sub(pf), pf)) {
             return;
         }
         if nh & USED == 0 {
@@ -733,7 +671,6 @@ impl<S: MemorySource> Heap<S> {
             self.secret = (x ^ (x >> 15)) | 1;
         }
         self.footprint += region.len;
-        self.quick_limit = EXACT_LIMIT;
         let start = region.start.as_ptr();
         let end_addr = region.end_addr();
         // The new end sentinel: the last word at the region phase.
@@ -745,15 +682,11 @@ impl<S: MemorySource> Heap<S> {
             // aligned start sentinel, a region of MIN_REGION and the end
             // sentinel.
             let r0 = start.wrapping_add(PHASE.wrapping_sub(start.addr()) & (GRAIN - 1));
-            // SAFETY: M1: `[r0, r0 + ROOT_HDR)` lies inside the new region;
-            // its next-root link is already null (zero-filled, M1).
+            // SAFETY: M1: `[r0, r0 + ROOT_HDR)` lies inside the new region.
             unsafe { set_region(r0, ROOT_HDR, USED) };
-            if self.last_root.is_null() {
-                self.first_root = r0;
-            } else {
-                // SAFETY: I8: `last_root` is a live start sentinel.
-                unsafe { set_link(self.last_root, 0, r0) };
-            }
+            // SAFETY: as above: the previous-root link (I8; null for the
+            // first root).
+            unsafe { set_link(r0, 0, self.last_root) };
             // SAFETY: M1: the region extends past the start sentinel.
             from = unsafe { r0.add(ROOT_HDR) };
             self.last_root = r0;
@@ -888,30 +821,31 @@ impl<S: MemorySource> Heap<S> {
     #[cold]
     #[inline(never)]
     pub fn flush(&mut self) {
-        for i in 0..QUICK {
-            loop {
-                let r = self.quick[i];
-                if r.is_null() {
-                    break;
-                }
-                // SAFETY: I10: `r` is a cached region; its first payload
-                // word links the list.
-                self.quick[i] = unsafe { self.ld(r, 0, USED | CACHED) };
-                let size = i * GRAIN;
-                #[cfg(feature = "hardened")]
-                {
-                    // SAFETY: I11: the cached block's poisoned payload.
-                    unsafe { self.check_poison(r.add(2 * W), r.add(size - W)) };
-                    if self.failed != 0 {
-                        return;
-                    }
-                }
-                // SAFETY: I10: `r` is a used region of `size` bytes, now out
-                // of its list; its header becomes a free size word first.
-                unsafe { set_word(r, size) };
-                // SAFETY: I1: `r` is a region of `size` bytes inside a root.
-                unsafe { self.release(r, size) };
+        // One flat loop (code size): list `i` is emptied, then `i` moves on.
+        let mut i = 0;
+        while i < QUICK {
+            let r = self.quick[i];
+            if r.is_null() {
+                i += 1;
+                continue;
             }
+            // SAFETY: I10: `r` is a cached region; its first payload word
+            // links the list.
+            self.quick[i] = unsafe { self.ld(r, 0, USED | CACHED) };
+            let size = i * GRAIN;
+            #[cfg(feature = "hardened")]
+            {
+                // SAFETY: I11: the cached block's poisoned payload.
+                unsafe { self.check_poison(r.add(2 * W), r.add(size - W)) };
+                if self.failed != 0 {
+                    return;
+                }
+            }
+            // SAFETY: I10: `r` is a used region of `size` bytes, now out of
+            // its list; its header becomes a free size word first.
+            unsafe { set_word(r, size) };
+            // SAFETY: I1: `r` is a region of `size` bytes inside a root.
+            unsafe { self.release(r, size) };
         }
     }
 
@@ -956,7 +890,7 @@ impl<S: MemorySource> Heap<S> {
             let free = if nh & USED == 0 { nh } else { 0 };
             if size + free < req
                 && next.wrapping_add(free) == self.end
-                && self.find(req, usize::MAX).is_null()
+                && self.find(req, true).is_null()
             {
                 // Last in the newest root (perhaps before the free tail)
                 // and no free region could take the block: grow only what
@@ -970,8 +904,7 @@ impl<S: MemorySource> Heap<S> {
             if nh & USED != 0 || size + nh < req {
                 return false;
             }
-            if !self.free_region_ok(next, nh) {
-                self.fail_closed(MISUSE_CORRUPTED);
+            if !self.neighbour_ok(next, nh) {
                 return false;
             }
             // SAFETY: I2, I4: `next` is a free region (checked plausible

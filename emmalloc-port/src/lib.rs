@@ -99,7 +99,7 @@
 //!
 //! ```text
 //! root:   [ start sentinel ][ region ][ region ] ... [ region ][ end ]
-//!           size|1, next root, end ptr, size|1                   1 (size 0, used)
+//!           size|1, prev root, end ptr, size|1                   1 (size 0, used)
 //!
 //! used:   [ size|1 ][ payload .................. ][ size|1 ]
 //! free:   [ size|0 ][ prev ][ next ][ ........... ][ size|0 ]
@@ -113,7 +113,7 @@
 //! # Invariants
 //!
 //! - **I1** Every root is a start sentinel (a used region of `ROOT_HDR`
-//!   bytes whose payload holds the next root and this root's end sentinel)
+//!   bytes whose payload holds the previous root and this root's end sentinel)
 //!   followed by regions that tile it exactly up to its end sentinel, a
 //!   single word `0|1`. Region starts are `8 - W` modulo 8.
 //! - **I2** Every region's header word equals its footer word: the size (a
@@ -134,8 +134,8 @@
 //!   allocation: `stats()` walks the heap.)
 //! - **I7** A used region's payload starts one word in, is 8-aligned, and
 //!   belongs to the caller until freed.
-//! - **I8** The roots form a chain from the first to the newest; the newest
-//!   root's end sentinel is the heap's `end`, and its memory ends at
+//! - **I8** The roots form a chain from the newest (`last_root`) back to
+//!   the first, whose link is null; the newest root's end sentinel is the heap's `end`, and its memory ends at
 //!   `mem_end >= end + W`. Every payload lies in `[lo, hi)`.
 //! - **I9** Once a misuse is detected the heap stays failed closed.
 //! - **I10** Quick list `i` holds exactly the cached regions of `i * 8`

@@ -57,15 +57,14 @@ impl Totals {
 
 impl<S: MemorySource> Heap<S> {
     /// Calls `f(addr, size, kind)` for every region of every root, in
-    /// address order within a root and roots in creation order, checking
+    /// address order within a root and roots newest first, checking
     /// I1, I2, I3, I7 and I8 on the way; stops at the first violation.
     pub(crate) fn walk(
         &self,
         t: &mut Totals,
         mut f: impl FnMut(usize, usize, RegionKind),
     ) -> Result<(), Violation> {
-        let mut root = self.first_root;
-        let mut last = root;
+        let mut root = self.last_root;
         let mut roots = 0usize;
         let max_roots = self.footprint / (ROOT_HDR + MIN_REGION) + 1;
         while !root.is_null() {
@@ -81,7 +80,7 @@ impl<S: MemorySource> Heap<S> {
             // SAFETY: I1, I8: `root` is a start sentinel inside the heap
             // (checked above), readable through its size words and links.
             let h = unsafe { word(root) };
-            // SAFETY: as above: the next-root link.
+            // SAFETY: as above: the previous-root link.
             let next = unsafe { get_link(root, 0) };
             // SAFETY: as above: the end-sentinel link.
             let end = unsafe { get_link(root, 1) };
@@ -97,6 +96,13 @@ impl<S: MemorySource> Heap<S> {
             // SAFETY: I1: the end sentinel lies inside the root (checked).
             if unsafe { word(end) } != END_SENTINEL {
                 return Err(Violation::new(1, ea, "end sentinel damaged"));
+            }
+            if roots == 1 && (end != self.end || self.mem_end < ea + W) {
+                return Err(Violation::new(
+                    8,
+                    ea,
+                    "newest root's end does not match the heap",
+                ));
             }
             f(ra, ROOT_HDR, RegionKind::RootStart);
             t.sentinel_bytes += ROOT_HDR + W;
@@ -147,26 +153,7 @@ impl<S: MemorySource> Heap<S> {
                 r = unsafe { r.add(size) };
             }
             f(ea, 0, RegionKind::RootEnd);
-            last = root;
             root = next;
-        }
-        if last != self.last_root {
-            return Err(Violation::new(
-                8,
-                last.addr(),
-                "root chain does not end at the newest root",
-            ));
-        }
-        if !last.is_null() {
-            // SAFETY: I1: `last` was checked as a start sentinel above.
-            let end = unsafe { get_link(last, 1) };
-            if end != self.end || self.mem_end < end.addr() + W {
-                return Err(Violation::new(
-                    8,
-                    end.addr(),
-                    "newest root's end does not match the heap",
-                ));
-            }
         }
         if t.used_bytes + t.free_bytes + t.cached_bytes + t.sentinel_bytes > self.footprint {
             return Err(Violation::new(
