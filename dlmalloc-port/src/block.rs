@@ -240,6 +240,24 @@ pub(crate) const fn pad_request(n: usize) -> usize {
     if s < MIN_CHUNK { MIN_CHUNK } else { s }
 }
 
+/// Whether a chunk of `size` bytes (a multiple of `ALIGN`) is one the heap
+/// hands out for a request of `n` bytes: `pad_request(n)` or up to
+/// `MIN_CHUNK - ALIGN` more (a rest too small to split off). Equal to
+/// `size - pad_request(n) < MIN_CHUNK` for any `n <= isize::MAX` (a
+/// `Layout` size), in fewer operations: the multiples of `ALIGN` in
+/// `[n' + OVERHEAD, n' + OVERHEAD + MIN_CHUNK)`, with `n'` raised to the
+/// payload of a `MIN_CHUNK` chunk, are exactly those from `pad_request(n)`
+/// on that are below `pad_request(n) + MIN_CHUNK`.
+#[inline(always)]
+pub(crate) const fn fits_chunk(size: usize, n: usize) -> bool {
+    let n = if n < MIN_CHUNK - OVERHEAD {
+        MIN_CHUNK - OVERHEAD
+    } else {
+        n
+    };
+    size.wrapping_sub(n + OVERHEAD) < MIN_CHUNK
+}
+
 /// The largest request served; anything above returns `None`. Leaves room
 /// for the alignment padding and the segment overheads without overflow.
 pub(crate) const MAX_REQUEST: usize = isize::MAX as usize - 4 * linmem_memory::MAX_ALIGN;
@@ -294,6 +312,24 @@ mod tests {
     fn pad_request_of_max_request_does_not_overflow() {
         let s = pad_request(MAX_REQUEST);
         assert!(s >= MAX_REQUEST && s.checked_add(2 * linmem_memory::MAX_ALIGN).is_some());
+    }
+
+    #[test]
+    fn fits_chunk_accepts_exactly_the_sizes_handed_out_for_a_request() {
+        let top = isize::MAX as usize;
+        let step = if cfg!(miri) { 7 } else { 1 };
+        let ns = (0..600)
+            .chain(MAX_REQUEST - 600..=MAX_REQUEST)
+            .chain(top - 600..=top);
+        for n in ns.step_by(step) {
+            let lo = n & !ALIGN_MASK;
+            for size in (lo..lo + 700).step_by(ALIGN) {
+                let expect = size.wrapping_sub(pad_request(n)) < MIN_CHUNK;
+                assert_eq!(fits_chunk(size, n), expect, "size {size}, n {n}");
+            }
+        }
+        assert!(!fits_chunk(usize::MAX & !ALIGN_MASK, 0));
+        assert!(!fits_chunk(0, 0));
     }
 
     #[test]

@@ -12,8 +12,8 @@ use crate::bins::{
 };
 use crate::block::{
     ALIGN, ALIGN_MASK, BK, CHILD, CINUSE, FD, FENCE, MAX_REQUEST, MEM_OFFSET, MIN_CHUNK, OVERHEAD,
-    PARENT, PINUSE, TOP_FOOT, W, head, load_link, minus, null, pad_request, plus, prev_foot,
-    set_head, set_prev_foot, set_tindex, size_of_head, store_link, tindex,
+    PARENT, PINUSE, TOP_FOOT, W, fits_chunk, head, load_link, minus, null, pad_request, plus,
+    prev_foot, set_head, set_prev_foot, set_tindex, size_of_head, store_link, tindex,
 };
 
 /// A dlmalloc-design heap over a [`MemorySource`].
@@ -45,16 +45,17 @@ pub struct Heap<S: MemorySource> {
     pub(crate) older: *mut u8,
     /// I10: above `max(fresh, top + 2W)` the top segment is still zero.
     pub(crate) fresh: usize,
-    /// I9: bytes obtained from the source.
+    /// I9: bytes obtained from the source (never given back, so also the
+    /// peak footprint).
     pub(crate) footprint: usize,
-    /// I9: the most `footprint` has been.
-    pub(crate) peak: usize,
     /// I9: bytes of the footprint that are neither chunks nor top: alignment
     /// slack, the top reserve and segment records.
     pub(crate) overhead: usize,
     /// I11: set once a misuse is detected; never cleared.
     pub(crate) failed: bool,
-    /// The error the last refused call reports.
+    /// The error a free reports after a tamper check failed the heap
+    /// closed (I12, I13).
+    #[cfg(feature = "hardened")]
     error: HeapError,
     /// I12: the secret that masks every free-list link (0 before the
     /// first grow).
@@ -76,6 +77,19 @@ pub struct Heap<S: MemorySource> {
 // SAFETY: the heap owns all the memory its pointers reach (I1); moving it
 // to another thread moves that ownership along with the source.
 unsafe impl<S: Send + MemorySource> Send for Heap<S> {}
+
+/// What a failed [`Heap::check`] found (the kind of [`HeapError`]).
+#[derive(Clone, Copy)]
+enum Misuse {
+    /// Not a block of this heap.
+    Foreign,
+    /// A block freed already (or memory never handed out).
+    DoubleFree,
+    /// A live block, but not of this layout.
+    Layout,
+    /// The heap had failed closed already.
+    Failed,
+}
 
 /// Richer statistics than [`HeapStats`], from [`Heap::detailed_stats`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -111,9 +125,9 @@ impl<S: MemorySource> Heap<S> {
             older: ptr::null_mut(),
             fresh: 0,
             footprint: 0,
-            peak: 0,
             overhead: 0,
             failed: false,
+            #[cfg(feature = "hardened")]
             error: HeapError::FailedClosed,
             #[cfg(feature = "hardened")]
             secret: 0,
@@ -316,6 +330,22 @@ impl<S: MemorySource> Heap<S> {
         unsafe { self.set_link(p, CHILD + k * W, v) }
     }
 
+    /// A chunk for `size` bytes aligned to `align` (a power of two), or
+    /// null: [`Self::malloc`] for `align <= ALIGN`, [`Self::memalign`] above.
+    ///
+    /// `#[inline]`: a speed build inlines it into `alloc` and `realloc`, a
+    /// size build keeps one body.
+    #[inline]
+    fn allocate(&mut self, size: usize, align: usize) -> *mut u8 {
+        if align > ALIGN {
+            return self.memalign(align, size);
+        }
+        if size > MAX_REQUEST {
+            return null();
+        }
+        self.malloc(pad_request(size))
+    }
+
     /// [`Self::malloc_chunk`], then (hardened) a heap that saw a forged link
     /// or a written freed byte meanwhile fails closed and returns null.
     #[inline(always)]
@@ -398,7 +428,8 @@ impl<S: MemorySource> Heap<S> {
     #[inline(never)]
     fn tampered(&mut self) {
         let addr = self.tamper.get();
-        self.fail_closed(HeapError::Corrupted { addr });
+        self.error = HeapError::Corrupted { addr };
+        self.fail_closed();
     }
 
     // ----- bins -------------------------------------------------------
@@ -430,12 +461,13 @@ impl<S: MemorySource> Heap<S> {
     ///
     /// # Safety
     ///
-    /// `p == self.small[i]` and it is non-null (I4, I5).
+    /// `i < NSMALL`, `p == self.small[i]` and it is non-null (I4, I5).
     #[inline(always)]
     unsafe fn pop_small(&mut self, i: usize, p: *mut u8) {
         // SAFETY: I4: `p` heads bin `i`, its `fd` is the next chunk or null.
         let f = unsafe { self.fd(p) };
-        self.small[i % NSMALL] = f;
+        // SAFETY: the caller's contract: `i < NSMALL`.
+        unsafe { *self.small.get_unchecked_mut(i) = f };
         if f.is_null() {
             self.smallmap &= !(1 << i);
         } else {
@@ -484,41 +516,39 @@ impl<S: MemorySource> Heap<S> {
             set_tindex(x, i);
             self.set_child(x, 0, null());
             self.set_child(x, 1, null());
+            // `x`'s parent and ring neighbours: a new node is a ring of one.
+            let (mut parent, mut f, mut b) = (null(), x, x);
             let mut t = self.tree[i % NTREE];
             if t.is_null() {
                 self.treemap |= 1 << i;
                 self.tree[i % NTREE] = x;
-                self.set_parent(x, null());
-                self.set_fd(x, x);
-                self.set_bk(x, x);
-                return;
-            }
-            let mut k = size << tree_shift(i);
-            loop {
-                if size_of_head(head(t)) != size {
-                    let dir = k >> (usize::BITS - 1);
-                    k <<= 1;
-                    let c = self.child(t, dir);
-                    if c.is_null() {
-                        self.set_child(t, dir, x);
-                        self.set_parent(x, t);
-                        self.set_fd(x, x);
-                        self.set_bk(x, x);
-                        return;
+            } else {
+                let mut k = size << tree_shift(i);
+                loop {
+                    if size_of_head(head(t)) != size {
+                        let dir = k >> (usize::BITS - 1);
+                        k <<= 1;
+                        let c = self.child(t, dir);
+                        if c.is_null() {
+                            self.set_child(t, dir, x);
+                            parent = t;
+                            break;
+                        }
+                        t = c;
+                    } else {
+                        // Same size: join `t`'s ring; ring members are not
+                        // tree nodes (null parent, not a root).
+                        f = self.fd(t);
+                        b = t;
+                        self.set_fd(t, x);
+                        self.set_bk(f, x);
+                        break;
                     }
-                    t = c;
-                } else {
-                    // Same size: join `t`'s ring; ring members are not tree
-                    // nodes (null parent, not a root).
-                    let f = self.fd(t);
-                    self.set_fd(t, x);
-                    self.set_bk(f, x);
-                    self.set_fd(x, f);
-                    self.set_bk(x, t);
-                    self.set_parent(x, null());
-                    return;
                 }
             }
+            self.set_parent(x, parent);
+            self.set_fd(x, f);
+            self.set_bk(x, b);
         }
     }
 
@@ -577,10 +607,9 @@ impl<S: MemorySource> Heap<S> {
                     self.treemap &= !(1 << i);
                     return;
                 }
-            } else if self.child(xp, 0) == x {
-                self.set_child(xp, 0, r);
             } else {
-                self.set_child(xp, 1, r);
+                let k = usize::from(self.child(xp, 0) != x);
+                self.set_child(xp, k, r);
             }
             if !r.is_null() {
                 self.set_parent(r, xp);
@@ -710,47 +739,43 @@ impl<S: MemorySource> Heap<S> {
     /// A chunk of at least `nb` bytes (a padded size), or null: the common
     /// paths are a few compares, a bin pop and two stores.
     ///
-    /// One copy for `alloc`, `memalign` and `realloc`: `#[inline]` rather
-    /// than `always`, so a speed build inlines it where it pays and a size
-    /// build keeps one body.
+    /// One copy for `allocate` and `memalign`: `#[inline]` rather than
+    /// `always`, so a speed build inlines it where it pays and a size build
+    /// keeps one body.
     #[inline]
     fn malloc_chunk(&mut self, nb: usize) -> *mut u8 {
         // SAFETY: I4..I8: the bins, dv and top hold free chunks of the
         // sizes they are found by; each is unlinked before it is used.
         unsafe {
+            // Unchanged below until used (`tmalloc` changes dv only when it
+            // returns a chunk).
+            let dvsize = self.dvsize;
             if nb < MIN_LARGE {
                 let idx = small_index(nb);
                 let bits = self.smallmap >> idx;
                 // An exact fit or the next size (too small a rest to keep);
                 // a larger small chunk only when dv cannot serve.
-                if bits & 3 != 0 || (bits != 0 && nb > self.dvsize) {
+                if bits & 3 != 0 || (bits != 0 && nb > dvsize) {
+                    // SAFETY: I5: bit `i` of the `u32` map is set, so
+                    // `i < NSMALL`.
                     let i = idx + bits.trailing_zeros() as usize;
-                    let p = self.small[i % NSMALL];
+                    let p = *self.small.get_unchecked(i);
                     self.pop_small(i, p);
-                    let size = small_size(i);
-                    #[cfg(feature = "hardened")]
-                    self.check_poison(p, size, nb);
-                    let r = Self::carve(p, size, nb);
-                    if !r.is_null() {
-                        self.replace_dv(r, size - nb);
-                    }
-                    return p;
+                    return self.take(p, small_size(i), nb);
                 }
             }
-            if nb > self.dvsize && self.treemap != 0 {
+            if nb > dvsize && self.treemap != 0 {
                 let p = self.tmalloc(nb);
                 if !p.is_null() {
                     return p;
                 }
             }
-            if nb <= self.dvsize {
+            if nb <= dvsize {
+                // Take dv out; its remainder becomes dv again.
                 let p = self.dv;
-                #[cfg(feature = "hardened")]
-                self.check_poison(p, self.dvsize, nb);
-                let r = Self::carve(p, self.dvsize, nb);
-                self.dvsize = if r.is_null() { 0 } else { self.dvsize - nb };
-                self.dv = r;
-                return p;
+                self.dv = null();
+                self.dvsize = 0;
+                return self.take(p, dvsize, nb);
             }
             if nb > self.topsize && !self.sys_alloc(nb) {
                 return null();
@@ -780,9 +805,9 @@ impl<S: MemorySource> Heap<S> {
     }
 
     /// The best-fitting tree chunk for a request (the smallest of size
-    /// `>= nb`), split with the remainder becoming dv; null when no tree
-    /// chunk fits. A small request (every tree chunk fits it) takes the
-    /// smallest chunk of the lowest non-empty bin.
+    /// `>= nb`), split by [`Self::take`]; null when no tree chunk fits. A small request (every tree chunk fits it) searches as
+    /// for `MIN_LARGE`, the smallest tree size, and so takes the smallest
+    /// chunk of the lowest non-empty bin.
     ///
     /// # Safety
     ///
@@ -791,20 +816,18 @@ impl<S: MemorySource> Heap<S> {
     unsafe fn tmalloc(&mut self, nb: usize) -> *mut u8 {
         let mut v = null();
         let mut rsize = nb.wrapping_neg();
-        let idx = tree_index(nb);
-        let small = is_small(nb);
+        // The search key: `nb`, or for a small request the smallest tree
+        // size (whose trie path in bin 0 is all zero bits).
+        let key = nb.max(MIN_LARGE);
+        let idx = tree_index(key);
         // SAFETY: I6: every chunk reached from a root is a tree-binned free
         // chunk with valid links.
         unsafe {
-            let mut t = if small {
-                null()
-            } else {
-                self.tree[idx % NTREE]
-            };
+            let mut t = self.tree[idx % NTREE];
             if !t.is_null() {
-                // Walk down the path of `nb`'s bits, remembering the best
+                // Walk down the path of the key's bits, remembering the best
                 // fit and the last right subtree not taken (all larger).
-                let mut bits = nb << tree_shift(idx);
+                let mut bits = key << tree_shift(idx);
                 let mut rst = null();
                 loop {
                     let trem = size_of_head(head(t)).wrapping_sub(nb);
@@ -829,8 +852,7 @@ impl<S: MemorySource> Heap<S> {
                 }
             }
             if t.is_null() && v.is_null() {
-                let above = if small { u32::MAX } else { left_bits(1 << idx) };
-                let larger = above & self.treemap;
+                let larger = left_bits(1 << idx) & self.treemap;
                 if larger != 0 {
                     t = self.tree[larger.trailing_zeros() as usize % NTREE];
                 }
@@ -849,20 +871,40 @@ impl<S: MemorySource> Heap<S> {
                 return null();
             }
             self.unlink_large(v);
+            self.take(v, rsize + nb, nb)
+        }
+    }
+
+    /// Hands out the first `nb` bytes of the unbinned free chunk `p` of
+    /// `size >= nb` bytes (all of it when the rest could not be a chunk).
+    /// Of a remainder and the old dv, the larger is kept as dv (it serves
+    /// more of the requests that follow without a search) and the other is
+    /// binned.
+    ///
+    /// `#[inline]`: a speed build inlines it into its three callers, a size
+    /// build keeps one body.
+    ///
+    /// # Safety
+    ///
+    /// `p` is a free chunk of `size` bytes taken out of every bin and not
+    /// dv (I4, I7).
+    #[inline]
+    unsafe fn take(&mut self, p: *mut u8, size: usize, nb: usize) -> *mut u8 {
+        // SAFETY: forwarded contract.
+        unsafe {
             #[cfg(feature = "hardened")]
-            self.check_poison(v, rsize + nb, nb);
-            let r = Self::carve(v, rsize + nb, nb);
+            self.check_poison(p, size, nb);
+            let r = Self::carve(p, size, nb);
             if !r.is_null() {
-                // Keep the larger of the remainder and the old dv as dv: it
-                // serves more of the requests that follow without a search.
+                let rsize = size - nb;
                 if rsize > self.dvsize {
                     self.replace_dv(r, rsize);
                 } else {
                     self.insert_chunk(r, rsize);
                 }
             }
-            v
         }
+        p
     }
 
     /// Allocates `size` bytes aligned to `align > ALIGN`: over-allocates by
@@ -910,10 +952,10 @@ impl<S: MemorySource> Heap<S> {
         p
     }
 
-    /// Grows the heap until the top holds `nb` bytes; false when it cannot.
-    /// At most two grows: the first for what the top lacks, the second
-    /// (only when the first region was not contiguous and too small) for
-    /// the whole request.
+    /// Grows the heap until the top holds `nb > topsize` bytes; false when it
+    /// cannot. At most two grows: the first for what the top lacks, the
+    /// second (only when the first region was not contiguous and too small)
+    /// for the whole request.
     #[cold]
     #[inline(never)]
     fn sys_alloc(&mut self, nb: usize) -> bool {
@@ -923,19 +965,23 @@ impl<S: MemorySource> Heap<S> {
         let Some(want) = nb.checked_add(TOP_FOOT + 2 * ALIGN) else {
             return false;
         };
-        let short = if self.seg_base.is_null() {
-            want
-        } else {
-            want - self.topsize.min(want)
-        };
-        if !self.add_memory(short) {
-            return false;
+        // `topsize < nb < want` (the caller's contract; 0 before the first
+        // grow).
+        let mut ask = want - self.topsize;
+        loop {
+            if !self.add_memory(ask) {
+                return false;
+            }
+            if nb <= self.topsize {
+                return true;
+            }
+            if ask == want {
+                return false;
+            }
+            // The region was not contiguous (a new segment of `ask` bytes
+            // may be too small): ask once more, for the whole request.
+            ask = want;
         }
-        if nb <= self.topsize {
-            return true;
-        }
-        // The region was not contiguous: ask again for the whole request.
-        short != want && self.add_memory(want) && nb <= self.topsize
     }
 
     /// Gets at least `bytes` more bytes from the source and adds them as
@@ -951,50 +997,44 @@ impl<S: MemorySource> Heap<S> {
             return false;
         };
         self.footprint += region.len;
-        self.peak = self.peak.max(self.footprint);
         let start = region.start.as_ptr();
         let end_addr = region.end_addr() & !ALIGN_MASK;
-        if !self.seg_base.is_null() && start.addr() == self.seg_end.addr() {
-            // Contiguous: the top segment and its top grow.
-            let add = end_addr - start.addr();
-            self.overhead += region.len - add;
-            self.topsize += add;
-            // SAFETY: M1: the region continues the top segment; `add` bytes
-            // of it are in the segment from now on. I8: the top head moves
-            // nowhere, only its size changes.
-            unsafe {
-                self.seg_end = start.byte_add(add);
-                set_head(self.top, self.topsize | PINUSE);
+        if self.seg_base.is_null() || start.addr() != self.seg_end.addr() {
+            // Not contiguous with the top segment (or the first region): a
+            // new segment, set up as an empty top and its reserve, which the
+            // region's rest then extends as it extends a contiguous one.
+            let lead = start.addr().wrapping_neg() & ALIGN_MASK;
+            if end_addr < start.addr() + lead + TOP_FOOT + MIN_CHUNK {
+                // Too small to hold a chunk: unusable, counted as overhead.
+                self.overhead += region.len;
+                return false;
             }
-            #[cfg(feature = "hardened")]
-            self.note_segment(self.seg_base.addr(), self.seg_end.addr());
-            return true;
-        }
-        let lead = start.addr().wrapping_neg() & ALIGN_MASK;
-        if end_addr < start.addr() + lead + TOP_FOOT + MIN_CHUNK {
-            // Too small to hold a chunk: unusable, counted as overhead.
-            self.overhead += region.len;
-            return false;
-        }
-        if !self.seg_base.is_null() {
-            // SAFETY: I1, I8: the top segment is set up.
-            unsafe { self.retire_top_segment() };
-        }
-        // SAFETY: M1: the region is ours, zero-filled and at least
-        // `lead + TOP_FOOT + MIN_CHUNK` bytes long.
-        unsafe {
-            let base = start.byte_add(lead);
-            let len = end_addr - base.addr();
+            if !self.seg_base.is_null() {
+                // SAFETY: I1, I8: the top segment is set up.
+                unsafe { self.retire_top_segment() };
+            }
+            // SAFETY: M1: the region is ours, zero-filled and at least
+            // `lead + TOP_FOOT + MIN_CHUNK` bytes long.
+            let base = unsafe { start.byte_add(lead) };
             self.seg_base = base;
-            self.seg_end = base.byte_add(len);
             self.top = base;
-            self.topsize = len - TOP_FOOT;
-            set_head(base, self.topsize | PINUSE);
-            self.overhead += region.len - len + TOP_FOOT;
+            self.topsize = 0;
+            self.seg_end = start.with_addr(base.addr() + TOP_FOOT);
             self.fresh = base.addr() + MEM_OFFSET;
-            #[cfg(feature = "hardened")]
-            self.note_segment(base.addr(), base.addr() + len);
         }
+        // The top segment and its top grow up to the region's end.
+        let add = end_addr - self.seg_end.addr();
+        self.overhead += region.len - add;
+        self.topsize += add;
+        // SAFETY: M1: the region continues the top segment; `add` bytes of
+        // it are in the segment from now on. I8: the top head lies before
+        // the reserve.
+        unsafe {
+            self.seg_end = start.byte_add(end_addr - start.addr());
+            set_head(self.top, self.topsize | PINUSE);
+        }
+        #[cfg(feature = "hardened")]
+        self.note_segment(self.seg_base.addr(), self.seg_end.addr());
         true
     }
 
@@ -1031,7 +1071,9 @@ impl<S: MemorySource> Heap<S> {
 
     /// Ends the top segment before a new one starts: its top becomes a free
     /// chunk (when big enough) and a record (a fenced in-use chunk holding
-    /// the segment's base, end and the next older record) closes it.
+    /// the segment's base, end and the next older record) closes it. The
+    /// caller then sets up the new top segment (`top` and `topsize` are
+    /// stale until it does).
     ///
     /// # Safety
     ///
@@ -1044,28 +1086,27 @@ impl<S: MemorySource> Heap<S> {
         // SAFETY: I8: `[top, seg_end)` is the top and its reserve, so the
         // record (at least REC_SIZE = TOP_FOOT bytes) fits at its end.
         unsafe {
-            let rec = if tsize >= MIN_CHUNK {
-                let rec = plus(t, tsize);
-                set_head(t, tsize | PINUSE);
-                set_prev_foot(rec, tsize);
-                set_head(rec, TOP_FOOT | CINUSE | FENCE);
-                #[cfg(feature = "hardened")]
-                Self::poison_window(t, tsize);
-                self.insert_chunk(t, tsize);
-                rec
+            // A top too small to be a chunk joins the record (overhead).
+            let keep = tsize >= MIN_CHUNK;
+            let (rec, rsize) = if keep {
+                (plus(t, tsize), TOP_FOOT)
             } else {
-                set_head(t, (tsize + TOP_FOOT) | PINUSE | CINUSE | FENCE);
-                self.overhead += tsize;
-                t
+                (t, tsize + TOP_FOOT)
             };
+            self.overhead += rsize - TOP_FOOT;
+            set_head(rec, rsize | PINUSE | CINUSE | FENCE);
+            if keep {
+                // The old top becomes an in-use chunk and is freed: it is
+                // binned (its predecessor is in use, I3; the record too).
+                set_head(t, tsize | PINUSE | CINUSE);
+                self.release(t, tsize);
+            }
             let words = rec.byte_add(MEM_OFFSET).cast::<*mut u8>();
             words.write(self.seg_base);
             words.add(1).write(self.seg_end);
             words.add(2).write(self.older);
             self.older = words.cast::<u8>();
         }
-        self.top = null();
-        self.topsize = 0;
     }
 
     // ----- freeing ----------------------------------------------------
@@ -1092,14 +1133,6 @@ impl<S: MemorySource> Heap<S> {
                 size += prevsize;
                 if p != self.dv {
                     self.unlink_chunk(p, prevsize);
-                } else if head(next) & CINUSE != 0 {
-                    self.dvsize = size;
-                    set_head(next, head(next) & !PINUSE);
-                    set_head(p, size | PINUSE);
-                    set_prev_foot(next, size);
-                    #[cfg(feature = "hardened")]
-                    Self::poison_window(p, size);
-                    return;
                 }
             }
             let nh = head(next);
@@ -1120,48 +1153,68 @@ impl<S: MemorySource> Heap<S> {
                     }
                     return;
                 }
+                // A free successor merges in: dv (whose head holds `dvsize`,
+                // I7), so the merged chunk becomes dv, or a binned one.
                 if next == self.dv {
-                    self.dvsize += size;
                     self.dv = p;
-                    set_head(p, self.dvsize | PINUSE);
-                    set_prev_foot(plus(p, self.dvsize), self.dvsize);
-                    #[cfg(feature = "hardened")]
-                    Self::poison_window(p, self.dvsize);
-                    return;
+                } else {
+                    self.unlink_chunk(next, size_of_head(nh));
                 }
-                let nsize = size_of_head(nh);
-                self.unlink_chunk(next, nsize);
-                size += nsize;
-                set_head(p, size | PINUSE);
-                set_prev_foot(plus(p, size), size);
-                if p == self.dv {
-                    self.dvsize = size;
-                    #[cfg(feature = "hardened")]
-                    Self::poison_window(p, size);
-                    return;
-                }
+                size += size_of_head(nh);
             } else {
                 set_head(next, nh & !PINUSE);
-                set_head(p, size | PINUSE);
-                set_prev_foot(next, size);
             }
+            set_head(p, size | PINUSE);
+            set_prev_foot(plus(p, size), size);
             #[cfg(feature = "hardened")]
             Self::poison_window(p, size);
+            if p == self.dv {
+                self.dvsize = size;
+                return;
+            }
             self.insert_chunk(p, size);
         }
     }
 
     /// Checks that `ptr` is a live block of this heap for `layout` (its
-    /// chunk is `ptr - MEM_OFFSET`); false when the heap refused the call (a
-    /// misuse, now failed closed (I11), or a heap failed closed already).
+    /// chunk is `ptr - MEM_OFFSET`) and returns its chunk size; the error
+    /// when the heap refused the call (a misuse, now failed closed (I11),
+    /// or a heap failed closed already).
+    ///
+    /// The test is [`Self::probe`]; a failure is classified by
+    /// [`Self::classify`] before the heap fails closed (which changes what
+    /// `classify` reads). This part is inlined: a caller that drops the
+    /// error (`GlobalAlloc`) lets the compiler drop the classification,
+    /// which only reads.
+    #[inline(always)]
+    fn check(&mut self, ptr: NonNull<u8>, layout: Layout) -> Result<usize, HeapError> {
+        let r = self.probe(ptr, layout);
+        if r & 1 == 0 {
+            return Ok(r);
+        }
+        let limit = r & !1;
+        let kind = self.classify(ptr.as_ptr().wrapping_byte_sub(MEM_OFFSET), layout, limit);
+        self.fail_closed();
+        let addr = ptr.as_ptr().addr();
+        Err(match kind {
+            Misuse::Foreign => HeapError::ForeignPointer { addr },
+            Misuse::DoubleFree => HeapError::DoubleFree { addr },
+            Misuse::Layout => HeapError::LayoutMismatch { addr },
+            Misuse::Failed => HeapError::FailedClosed,
+        })
+    }
+
+    /// The chunk size (a multiple of 8) when `ptr` is a live block of this
+    /// heap for `layout`, else 1 plus the bound of the segment its chunk
+    /// address lies in (0 for none, an 8-aligned address otherwise), for
+    /// [`Self::classify`]: bit 0 tells the two apart.
     ///
     /// The fast path is one range compare (below the top of the top
     /// segment), one alignment test, the chunk's bounds, and one combined
     /// test of the head bits, the successor's `PINUSE` and the size class.
-    /// Older segments are searched by [`Self::find_limit`]; a failed test is
-    /// classified by [`Self::reject`].
+    /// Older segments are searched by [`Self::find_limit`].
     #[inline]
-    fn check(&mut self, ptr: NonNull<u8>, layout: Layout) -> bool {
+    fn probe(&self, ptr: NonNull<u8>, layout: Layout) -> usize {
         let mem = ptr.as_ptr();
         let p = mem.wrapping_byte_sub(MEM_OFFSET);
         let a = p.addr();
@@ -1169,8 +1222,11 @@ impl<S: MemorySource> Heap<S> {
         let mut limit = self.top.addr();
         if a.wrapping_sub(base) >= limit.wrapping_sub(base) {
             limit = self.find_limit(a);
+            if limit == 0 {
+                return 1;
+            }
         }
-        if limit != 0 && mem.addr() & ((layout.align() - 1) | ALIGN_MASK) == 0 {
+        if mem.addr() & ((layout.align() - 1) | ALIGN_MASK) == 0 {
             // SAFETY: I1: `p` is an aligned chunk address below `limit`, the
             // top or the record of its segment, so its head lies in it.
             let h = unsafe { head(p) };
@@ -1181,14 +1237,13 @@ impl<S: MemorySource> Heap<S> {
                 let nh = unsafe { head(plus(p, size)) };
                 if (h & (CINUSE | FENCE)) ^ CINUSE == 0
                     && nh & PINUSE != 0
-                    && size.wrapping_sub(pad_request(layout.size())) < MIN_CHUNK
+                    && fits_chunk(size, layout.size())
                 {
-                    return true;
+                    return size;
                 }
             }
         }
-        self.reject(p, layout, limit);
-        false
+        limit | 1
     }
 
     /// The end bound (the record chunk) of the older segment holding the
@@ -1216,56 +1271,54 @@ impl<S: MemorySource> Heap<S> {
     }
 
     /// Classifies a failed [`Self::check`] of chunk address `p` (`limit`:
-    /// the bound of its segment, 0 for none) and fails closed.
+    /// the bound of its segment, 0 for none). Reads only.
     #[cold]
     #[inline(never)]
-    fn reject(&mut self, p: *mut u8, layout: Layout, limit: usize) {
+    fn classify(&self, p: *mut u8, layout: Layout, limit: usize) -> Misuse {
         let a = p.addr();
         let addr = a.wrapping_add(MEM_OFFSET);
-        let e = if self.failed {
-            HeapError::FailedClosed
+        if self.failed {
+            Misuse::Failed
         } else if a & ALIGN_MASK != 0 {
-            HeapError::ForeignPointer { addr }
+            Misuse::Foreign
         } else if limit == 0 {
             if !self.seg_base.is_null() && a >= self.top.addr() && a < self.seg_end.addr() {
                 // Inside the top: freed already (merged into the top).
-                HeapError::DoubleFree { addr }
+                Misuse::DoubleFree
             } else {
-                HeapError::ForeignPointer { addr }
+                Misuse::Foreign
             }
         } else if addr & (layout.align() - 1) != 0 {
-            HeapError::LayoutMismatch { addr }
+            Misuse::Layout
         } else {
-            // SAFETY: I1: as in `check`: `p` is aligned and below `limit`.
+            // SAFETY: I1: as in `probe`: `p` is aligned and below `limit`.
             let h = unsafe { head(p) };
             let size = size_of_head(h);
             if cfg!(feature = "hardened") && h == usize::from_ne_bytes([0xDD; W]) {
                 // The "head" is the poison byte (`block::POISON`, I13): the
                 // block lies in freed memory.
-                HeapError::DoubleFree { addr }
+                Misuse::DoubleFree
             } else if size > limit - a || h & FENCE != 0 {
-                HeapError::ForeignPointer { addr }
+                Misuse::Foreign
             } else if h & CINUSE == 0
-                // SAFETY: I1: `p + size <= limit`, as in `check`.
+                // SAFETY: I1: `p + size <= limit`, as in `probe`.
                 || unsafe { head(plus(p, size)) } & PINUSE == 0
             {
-                HeapError::DoubleFree { addr }
+                Misuse::DoubleFree
             } else {
-                HeapError::LayoutMismatch { addr }
+                Misuse::Layout
             }
-        };
-        self.fail_closed(e);
+        }
     }
 
-    /// Enters the failed-closed state (I11) and returns `e`.
+    /// Enters the failed-closed state (I11).
     ///
     /// Every allocation path then fails by itself: the bin maps, dv and top
     /// are emptied and the fast pointer range is made empty, so only the
     /// cold paths look at the flag.
     #[cold]
     #[inline(never)]
-    fn fail_closed(&mut self, e: HeapError) {
-        self.error = e;
+    fn fail_closed(&mut self) {
         self.failed = true;
         self.smallmap = 0;
         self.treemap = 0;
@@ -1290,26 +1343,22 @@ impl<S: MemorySource> Heap<S> {
             let next = plus(p, oldsize);
             let mut size = oldsize;
             if oldsize < nb {
-                if next == self.top {
-                    let total = oldsize + self.topsize;
-                    if total < nb {
-                        return 0;
-                    }
-                    set_head(p, nb | pbit | CINUSE);
-                    let t = plus(p, nb);
-                    self.top = t;
-                    self.topsize = total - nb;
-                    set_head(t, self.topsize | PINUSE);
-                    return nb;
-                }
-                // Absorb a free successor (binned or dv) whole; the rest is
-                // split off below.
+                // Absorb a free successor (binned, dv or the top, whose head
+                // holds its size too, I8) whole; the rest is split off below
+                // (and freed back into the top when it came from there).
                 let nh = head(next);
                 let nsize = size_of_head(nh);
                 if nh & CINUSE != 0 || oldsize + nsize < nb {
                     return 0;
                 }
-                if next == self.dv {
+                if next == self.top {
+                    // An empty top stays at the old top's end (I8), its head
+                    // given `PINUSE` below.
+                    let end = plus(next, nsize);
+                    set_head(end, 0);
+                    self.top = end;
+                    self.topsize = 0;
+                } else if next == self.dv {
                     self.dv = null();
                     self.dvsize = 0;
                 } else {
@@ -1351,14 +1400,7 @@ impl<S: MemorySource> Heap<S> {
 impl<S: MemorySource> RawHeap for Heap<S> {
     #[inline]
     fn alloc(&mut self, layout: Layout) -> Option<NonNull<u8>> {
-        let p = if layout.align() <= ALIGN {
-            if layout.size() > MAX_REQUEST {
-                return None;
-            }
-            self.malloc(pad_request(layout.size()))
-        } else {
-            self.memalign(layout.align(), layout.size())
-        };
+        let p = self.allocate(layout.size(), layout.align());
         if p.is_null() {
             return None;
         }
@@ -1387,13 +1429,11 @@ impl<S: MemorySource> RawHeap for Heap<S> {
 
     #[inline]
     unsafe fn dealloc(&mut self, ptr: NonNull<u8>, layout: Layout) -> Result<(), HeapError> {
-        if !self.check(ptr, layout) {
-            return Err(self.error);
-        }
+        let size = self.check(ptr, layout)?;
         // SAFETY: I1: `check` found the chunk inside a segment.
         let p = unsafe { minus(ptr.as_ptr(), MEM_OFFSET) };
-        // SAFETY: `check` proved `p` a live chunk (I2).
-        unsafe { self.release(p, size_of_head(head(p))) };
+        // SAFETY: `check` proved `p` a live chunk of `size` bytes (I2).
+        unsafe { self.release(p, size) };
         #[cfg(feature = "hardened")]
         if self.failed {
             return Err(self.error);
@@ -1407,23 +1447,20 @@ impl<S: MemorySource> RawHeap for Heap<S> {
         layout: Layout,
         new_size: usize,
     ) -> Option<NonNull<u8>> {
-        if !self.check(ptr, layout) || new_size > MAX_REQUEST {
+        let Ok(oldsize) = self.check(ptr, layout) else {
+            return None;
+        };
+        if new_size > MAX_REQUEST {
             return None;
         }
         // SAFETY: I1: `check` found the chunk inside a segment.
         let p = unsafe { minus(ptr.as_ptr(), MEM_OFFSET) };
-        // SAFETY: `check` proved `p` a live chunk (I2).
-        let oldsize = size_of_head(unsafe { head(p) });
         // SAFETY: `check` proved `p` a live chunk of `oldsize` bytes.
         let got = unsafe { self.resize_in_place(p, oldsize, pad_request(new_size)) };
         if got != 0 {
             return Some(ptr);
         }
-        let new = if layout.align() <= ALIGN {
-            self.malloc(pad_request(new_size))
-        } else {
-            self.memalign(layout.align(), new_size)
-        };
+        let new = self.allocate(new_size, layout.align());
         if new.is_null() {
             return None;
         }

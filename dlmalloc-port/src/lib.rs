@@ -21,10 +21,10 @@
 //! - **Designated victim** (dv): the remainder of the last split of a
 //!   binned chunk. A small request that no exact (or next-size) small bin
 //!   serves, and any large request it fits, is carved from dv first: no bin
-//!   work at all, and consecutive allocations stay together. Only when dv
-//!   is too small is the best fit taken from the bins; of its remainder and
-//!   the old dv the larger stays dv and the other is binned (a small bin's
-//!   split always makes its remainder the new dv).
+//!   work at all, and consecutive allocations stay together (the rest of dv
+//!   stays dv). Only when dv is too small is the best fit taken from the
+//!   bins; of its remainder and the old dv the larger stays dv and the
+//!   other is binned.
 //! - **Top**: the free end of the newest segment. It is extended by
 //!   `MemorySource::grow` (at least the shortfall; page sources round up to
 //!   64 KiB pages and the rest stays in the top). A region contiguous with
@@ -160,8 +160,9 @@
 //! - **I9** `footprint == overhead + in_use + free`, where `in_use` is the
 //!   bytes of in-use chunks (records excluded) and `free` the bytes of
 //!   binned chunks, dv and the top; `overhead` covers at least the records
-//!   and the top reserve; `peak >= footprint`. (The statistics are found by
-//!   a walk, so no counter costs the hot paths anything.)
+//!   and the top reserve. (The statistics are found by a walk, so no
+//!   counter costs the hot paths anything. The heap never gives memory
+//!   back, so its peak footprint is its footprint.)
 //! - **I10** Every byte of the top segment at or above
 //!   `max(fresh, top + 2W)` is zero (never handed out since the source
 //!   zero-filled it). Carving from the top needs no update; when a free

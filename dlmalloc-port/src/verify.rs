@@ -70,7 +70,7 @@ pub(crate) fn verify<S: MemorySource>(h: &Heap<S>) -> Result<HeapStats, Violatio
                 "heap without a segment has a top, dv, bins or blocks",
             ));
         }
-        if h.footprint != h.overhead || h.peak < h.footprint {
+        if h.footprint != h.overhead {
             return Err(v(9, 0, "footprint of an empty heap is not all overhead"));
         }
         return Ok(stats(h, &w));
@@ -122,7 +122,7 @@ pub(crate) fn verify<S: MemorySource>(h: &Heap<S>) -> Result<HeapStats, Violatio
             "a free-list link does not unmask to a chunk of the heap",
         ));
     }
-    if h.footprint != h.overhead + w.in_use + w.free_bytes || h.peak < h.footprint {
+    if h.footprint != h.overhead + w.in_use + w.free_bytes {
         return Err(v(9, 0, "footprint != overhead + in_use + free"));
     }
     if h.overhead < w.records + TOP_FOOT {
@@ -139,7 +139,7 @@ pub(crate) fn verify<S: MemorySource>(h: &Heap<S>) -> Result<HeapStats, Violatio
 fn stats<S: MemorySource>(h: &Heap<S>, w: &Walk) -> HeapStats {
     HeapStats {
         footprint: h.footprint,
-        peak_footprint: h.peak,
+        peak_footprint: h.footprint,
         in_use: w.in_use,
         live_blocks: w.live,
         free: w.free_bytes,
@@ -562,7 +562,7 @@ fn check_pristine<S: MemorySource>(h: &Heap<S>) -> Result<(), Violation> {
 pub(crate) fn summary<S: MemorySource>(h: &Heap<S>) -> HeapStats {
     let mut s = HeapStats {
         footprint: h.footprint,
-        peak_footprint: h.peak,
+        peak_footprint: h.footprint,
         ..HeapStats::default()
     };
     if h.failed || h.seg_base.is_null() {
