@@ -249,10 +249,6 @@ impl Pages for Grower<'_> {
             }
         }
     }
-
-    fn size_pages(&self) -> usize {
-        self.st.pages
-    }
 }
 
 // SAFETY: M1 and M2: grown spans lie inside the reservation below the new
@@ -265,7 +261,8 @@ unsafe impl MemorySource for SimMemory {
         let mut guard = self.state();
         let st = &mut *guard;
         let tail = st.tail;
-        let span = grow_from(&mut Grower { st, max_pages }, tail, bytes)?;
+        let size = st.pages;
+        let span = grow_from(&mut Grower { st, max_pages }, size, tail, bytes)?;
         guard.tail = None;
         // SAFETY: M2: `span` lies inside the reservation.
         let start = unsafe { self.inner.base.add(span.start) };

@@ -66,10 +66,6 @@ impl Pages for Memory0 {
         let old = wasm32::memory_grow(0, pages);
         (old != usize::MAX).then_some(old)
     }
-
-    fn size_pages(&self) -> usize {
-        wasm32::memory_size(0)
-    }
 }
 
 // SAFETY: M1: `memory.grow` appends fresh zeroed pages that nothing else
@@ -80,11 +76,12 @@ unsafe impl MemorySource for WasmMemory {
         // Once claimed (by the first successful grow of a claiming source),
         // TAIL_CLAIMED keeps every source, this one included, from the tail.
         let claim = !self.no_tail && !TAIL_CLAIMED.load(Ordering::Acquire);
+        let size = wasm32::memory_size(0);
         let tail = claim.then(|| Span {
             start: core::ptr::addr_of!(__heap_base) as usize,
-            end: wasm32::memory_size(0) * PAGE_SIZE,
+            end: size * PAGE_SIZE,
         });
-        let span = grow_from(&mut Memory0, tail, bytes)?;
+        let span = grow_from(&mut Memory0, size, tail, bytes)?;
         if claim {
             TAIL_CLAIMED.store(true, Ordering::Release);
         }
