@@ -8,9 +8,9 @@
 //!   component if missing), with strict provenance, in three modes (or the
 //!   one named), all at the suite's light case count: `stacked-borrows`,
 //!   the host suite and unit tests; `tree-borrows` and `i686` (a 32-bit
-//!   `usize`, as on wasm32), the conformance suite. The modes run side by
-//!   side, one per core; each prints its output, pass/fail count and time
-//!   when it ends.
+//!   `usize`, as on wasm32), the conformance suite. The modes (the light
+//!   ones in two halves) run side by side, one per core; each prints its
+//!   output, pass/fail count and time when it ends.
 //! - `cargo xtask fuzz [secs]`: each cargo-fuzz target (one per allocator)
 //!   for `secs` seconds (default 30); see `xtask/src/fuzz.rs`.
 //! - `cargo xtask lint`: `cargo fmt --check`, clippy (host and wasm32) and the
@@ -320,23 +320,32 @@ fn miri(root: &Path, args: &[String], tally: &mut Tally) -> bool {
             .push(format!("usage: cargo xtask miri [{}]", names.join(" | ")));
         return false;
     }
-    let modes: Vec<&MiriMode> = MIRI_MODES
+    // Jobs: the full mode whole, each light mode in halves of the suite
+    // (Miri interprets on one core, so halves balance the workers).
+    let mut jobs: Vec<(&MiriMode, &[&str])> = Vec::new();
+    for mode in MIRI_MODES
         .iter()
         .filter(|m| only.is_none_or(|o| o == m.name))
-        .collect();
-    // Miri interprets on one core: run the modes side by side, one worker
-    // per core, each worker in its own target directory (cargo locks a
-    // target directory for a whole `cargo test`). Each mode's output is
-    // printed in one piece when it ends.
+    {
+        if mode.light {
+            let (a, b) = SUITE_BINARIES.split_at(SUITE_BINARIES.len() / 2);
+            jobs.extend([(mode, a), (mode, b)]);
+        } else {
+            jobs.push((mode, &[]));
+        }
+    }
+    // Run the jobs side by side, one worker per core, each worker in its
+    // own target directory (cargo locks a target directory for a whole
+    // `cargo test`). Each job's output is printed in one piece when it ends.
     let base = env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
     let workers = std::thread::available_parallelism()
         .map_or(1, usize::from)
-        .clamp(1, modes.len().max(1));
+        .clamp(1, jobs.len().max(1));
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results = std::sync::Mutex::new(Vec::new());
     std::thread::scope(|s| {
         for w in 0..workers {
-            let (modes, next, results, base) = (&modes, &next, &results, &base);
+            let (jobs, next, results, base) = (&jobs, &next, &results, &base);
             s.spawn(move || {
                 let dir = if w == 0 {
                     base.clone()
@@ -345,9 +354,10 @@ fn miri(root: &Path, args: &[String], tally: &mut Tally) -> bool {
                 };
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(mode) = modes.get(i) else { break };
-                    eprintln!("xtask: == miri {}: {} (started)", mode.name, mode.what);
-                    let r = miri_mode(root, mode, &dir);
+                    let Some(&(mode, bins)) = jobs.get(i) else {
+                        break;
+                    };
+                    let r = miri_job(root, mode, bins, &dir);
                     results.lock().unwrap_or_else(|e| e.into_inner()).push(r);
                 }
             });
@@ -363,9 +373,10 @@ fn miri(root: &Path, args: &[String], tally: &mut Tally) -> bool {
     ok
 }
 
-/// Runs one Miri mode with its build in `target_dir`, prints its whole
-/// output and its pass/fail line, and returns whether it passed.
-fn miri_mode(root: &Path, mode: &MiriMode, target_dir: &Path) -> (bool, Tally) {
+/// Runs one Miri mode (a light mode over the suite binaries `bins`) with
+/// its build in `target_dir`, prints its whole output and its pass/fail
+/// line, and returns whether it passed.
+fn miri_job(root: &Path, mode: &MiriMode, bins: &[&str], target_dir: &Path) -> (bool, Tally) {
     // `cargo +nightly` needs the rustup proxy, while `$CARGO` is the
     // toolchain's own cargo: go through rustup.
     let mut cmd = Command::new("rustup");
@@ -381,7 +392,7 @@ fn miri_mode(root: &Path, mode: &MiriMode, target_dir: &Path) -> (bool, Tally) {
     if mode.light {
         // The conformance suite only.
         cmd.args(["-p", "linmem-tests"]);
-        for b in SUITE_BINARIES {
+        for b in bins {
             cmd.args(["--test", b]);
         }
     } else {
@@ -400,7 +411,12 @@ fn miri_mode(root: &Path, mode: &MiriMode, target_dir: &Path) -> (bool, Tally) {
         flags.push_str(f);
     }
     cmd.env("MIRIFLAGS", flags);
-    let what = format!("miri {}: {}", mode.name, mode.what);
+    let what = if mode.light {
+        format!("miri {}: {} ({})", mode.name, mode.what, bins.join(", "))
+    } else {
+        format!("miri {}: {}", mode.name, mode.what)
+    };
+    eprintln!("xtask: == {what} (started)");
     let mut t = Tally::default();
     let start = std::time::Instant::now();
     let out = cmd.stdin(Stdio::null()).output();
@@ -413,12 +429,12 @@ fn miri_mode(root: &Path, mode: &MiriMode, target_dir: &Path) -> (bool, Tally) {
             let _ = writeln!(lock, "xtask: == {what} (output)\n{stderr}{stdout}");
             t.add_output(&stdout);
             if !out.status.success() {
-                t.failures.push(what);
+                t.failures.push(what.clone());
             }
             let _ = writeln!(
                 lock,
-                "xtask: miri {}: {} passed, {} failed in {:.0?}",
-                mode.name,
+                "xtask: {}: {} passed, {} failed in {:.0?}",
+                what,
                 t.passed,
                 t.failed,
                 start.elapsed()
