@@ -80,10 +80,10 @@ pub(crate) const fn tree_min_size(i: usize) -> usize {
     (1 << ((i >> 1) + TREE_SHIFT as usize)) | ((i & 1) << ((i >> 1) + TREE_SHIFT as usize - 1))
 }
 
-/// The bits of a bin map strictly above the lowest set bit of `x`.
+/// The bits of a bin map strictly above bit `i` (`i < 32`).
 #[inline(always)]
-pub(crate) const fn left_bits(x: u32) -> u32 {
-    (x << 1) | (x << 1).wrapping_neg()
+pub(crate) const fn left_bits(i: usize) -> u32 {
+    !1u32 << i
 }
 
 #[cfg(test)]
@@ -148,8 +148,8 @@ mod tests {
 
     #[test]
     fn left_bits_selects_strictly_higher_bins() {
-        assert_eq!(left_bits(1), !1);
-        assert_eq!(left_bits(1 << 4), !0x1F);
-        assert_eq!(left_bits(1 << 31), 0);
+        assert_eq!(left_bits(0), !1);
+        assert_eq!(left_bits(4), !0x1F);
+        assert_eq!(left_bits(31), 0);
     }
 }

@@ -20,23 +20,27 @@ use crate::block::{
 ///
 /// See the crate docs for the algorithm, the layout and the invariants
 /// I1..I11 that the fields below obey.
+///
+/// `repr(C)`: fields written together are kept adjacent (dv and its size,
+/// the bin maps), so one wide store clears them.
+#[repr(C)]
 pub struct Heap<S: MemorySource> {
-    /// I5: bit `i` is set iff small bin `i` is non-empty.
-    pub(crate) smallmap: u32,
-    /// I5: bit `i` is set iff tree bin `i` is non-empty.
-    pub(crate) treemap: u32,
-    /// I7: the size of the designated victim, 0 when there is none.
-    pub(crate) dvsize: usize,
-    /// I8: the size of the top chunk (may be 0).
-    pub(crate) topsize: usize,
-    /// I7: the designated victim: a free chunk in no bin.
-    pub(crate) dv: *mut u8,
-    /// I8: the top chunk, the free end of the top segment.
-    pub(crate) top: *mut u8,
     /// I4: heads of the small bins (null-terminated, doubly linked).
     pub(crate) small: [*mut u8; NSMALL],
     /// I6: roots of the tree bins.
     pub(crate) tree: [*mut u8; NTREE],
+    /// I5: bit `i` is set iff small bin `i` is non-empty.
+    pub(crate) smallmap: u32,
+    /// I5: bit `i` is set iff tree bin `i` is non-empty.
+    pub(crate) treemap: u32,
+    /// I7: the designated victim: a free chunk in no bin.
+    pub(crate) dv: *mut u8,
+    /// I7: the size of the designated victim, 0 when there is none.
+    pub(crate) dvsize: usize,
+    /// I8: the size of the top chunk (may be 0).
+    pub(crate) topsize: usize,
+    /// I8: the top chunk, the free end of the top segment.
+    pub(crate) top: *mut u8,
     /// I1: the first chunk of the top segment (null before the first grow).
     pub(crate) seg_base: *mut u8,
     /// I1: the end of the top segment.
@@ -330,20 +334,18 @@ impl<S: MemorySource> Heap<S> {
         unsafe { self.set_link(p, CHILD + k * W, v) }
     }
 
-    /// A chunk for `size` bytes aligned to `align` (a power of two), or
+    /// A chunk of at least `nb` bytes (a padded size, so at most
+    /// `pad_request(MAX_REQUEST)`) aligned to `align` (a power of two), or
     /// null: [`Self::malloc`] for `align <= ALIGN`, [`Self::memalign`] above.
     ///
     /// `#[inline]`: a speed build inlines it into `alloc` and `realloc`, a
     /// size build keeps one body.
     #[inline]
-    fn allocate(&mut self, size: usize, align: usize) -> *mut u8 {
+    fn allocate(&mut self, nb: usize, align: usize) -> *mut u8 {
         if align > ALIGN {
-            return self.memalign(align, size);
+            return self.memalign(align, nb);
         }
-        if size > MAX_REQUEST {
-            return null();
-        }
-        self.malloc(pad_request(size))
+        self.malloc(nb)
     }
 
     /// [`Self::malloc_chunk`], then (hardened) a heap that saw a forged link
@@ -573,7 +575,6 @@ impl<S: MemorySource> Heap<S> {
             } else {
                 // Replace `x` by a leaf of its subtree (its right-most-first
                 // descendant), detached from that leaf's parent.
-                let mut rp = x;
                 let mut side = 1;
                 let mut c = self.child(x, 1);
                 if c.is_null() {
@@ -581,14 +582,19 @@ impl<S: MemorySource> Heap<S> {
                     c = self.child(x, 0);
                 }
                 if !c.is_null() {
+                    let mut rp = x;
                     loop {
-                        let c1 = self.child(c, 1);
-                        let next = if c1.is_null() { self.child(c, 0) } else { c1 };
+                        let mut k = 1;
+                        let mut next = self.child(c, 1);
                         if next.is_null() {
-                            break;
+                            k = 0;
+                            next = self.child(c, 0);
+                            if next.is_null() {
+                                break;
+                            }
                         }
                         rp = c;
-                        side = usize::from(!c1.is_null());
+                        side = k;
                         c = next;
                     }
                     self.set_child(rp, side, null());
@@ -613,12 +619,15 @@ impl<S: MemorySource> Heap<S> {
             }
             if !r.is_null() {
                 self.set_parent(r, xp);
-                for k in 0..2 {
-                    let c = self.child(x, k);
-                    self.set_child(r, k, c);
-                    if !c.is_null() {
-                        self.set_parent(c, r);
-                    }
+                let c0 = self.child(x, 0);
+                let c1 = self.child(x, 1);
+                self.set_child(r, 0, c0);
+                self.set_child(r, 1, c1);
+                if !c0.is_null() {
+                    self.set_parent(c0, r);
+                }
+                if !c1.is_null() {
+                    self.set_parent(c1, r);
                 }
             }
         }
@@ -852,7 +861,7 @@ impl<S: MemorySource> Heap<S> {
                 }
             }
             if t.is_null() && v.is_null() {
-                let larger = left_bits(1 << idx) & self.treemap;
+                let larger = left_bits(idx) & self.treemap;
                 if larger != 0 {
                     t = self.tree[larger.trailing_zeros() as usize % NTREE];
                 }
@@ -907,19 +916,22 @@ impl<S: MemorySource> Heap<S> {
         p
     }
 
-    /// Allocates `size` bytes aligned to `align > ALIGN`: over-allocates by
-    /// `align + MIN_CHUNK` once and frees the leading and trailing parts.
+    /// Allocates a chunk of `nb` bytes (a padded size, at most
+    /// `pad_request(MAX_REQUEST)`) aligned to `align > ALIGN`: over-allocates
+    /// by `align + MIN_CHUNK` once and frees the leading and trailing parts.
     #[inline(never)]
-    fn memalign(&mut self, align: usize, size: usize) -> *mut u8 {
-        if size > MAX_REQUEST || align > MAX_REQUEST {
-            return null();
-        }
+    fn memalign(&mut self, align: usize, nb: usize) -> *mut u8 {
         // A lead shorter than MIN_CHUNK is pushed on by one `align`, which
-        // must then make it a whole chunk.
-        let align = align.max(MIN_CHUNK);
-        let nb = pad_request(size);
-        // No overflow: `nb` and `align` are at most `MAX_REQUEST` plus a
-        // little, below half the address space each.
+        // must then make it a whole chunk. Where `MIN_CHUNK == 2 * ALIGN`
+        // (32-bit targets) every `align > ALIGN` is that large already.
+        let align = if MIN_CHUNK > 2 * ALIGN {
+            align.max(MIN_CHUNK)
+        } else {
+            align
+        };
+        // No overflow: `nb <= MAX_REQUEST + 2 * ALIGN`, well below
+        // `isize::MAX`, and `align`, a power of two, is at most
+        // `isize::MAX + 1`.
         let req = nb + align + MIN_CHUNK;
         if req > MAX_REQUEST {
             return null();
@@ -942,7 +954,8 @@ impl<S: MemorySource> Heap<S> {
                 let q = plus(p, lead);
                 let qsize = psize - lead;
                 set_head(q, qsize | PINUSE | CINUSE);
-                set_head(p, lead | (head(p) & PINUSE) | CINUSE);
+                // The head holds `psize` and the flags: keep `lead` bytes.
+                set_head(p, head(p) - qsize);
                 self.release(p, lead);
                 p = q;
                 psize = qsize;
@@ -999,7 +1012,9 @@ impl<S: MemorySource> Heap<S> {
         self.footprint += region.len;
         let start = region.start.as_ptr();
         let end_addr = region.end_addr() & !ALIGN_MASK;
-        if self.seg_base.is_null() || start.addr() != self.seg_end.addr() {
+        // (Before the first grow `seg_end` is null, which no region starts
+        // at.)
+        if start.addr() != self.seg_end.addr() {
             // Not contiguous with the top segment (or the first region): a
             // new segment, set up as an empty top and its reserve, which the
             // region's rest then extends as it extends a contiguous one.
@@ -1155,12 +1170,13 @@ impl<S: MemorySource> Heap<S> {
                 }
                 // A free successor merges in: dv (whose head holds `dvsize`,
                 // I7), so the merged chunk becomes dv, or a binned one.
+                let nsize = size_of_head(nh);
+                size += nsize;
                 if next == self.dv {
                     self.dv = p;
                 } else {
-                    self.unlink_chunk(next, size_of_head(nh));
+                    self.unlink_chunk(next, nsize);
                 }
-                size += size_of_head(nh);
             } else {
                 set_head(next, nh & !PINUSE);
             }
@@ -1328,18 +1344,17 @@ impl<S: MemorySource> Heap<S> {
     }
 
     /// Tries to resize chunk `p` of `oldsize` bytes to `nb` bytes in place;
-    /// returns the new chunk size, or 0 when it cannot.
+    /// returns whether it did.
     ///
     /// # Safety
     ///
     /// `p` is a live chunk of `oldsize` bytes (checked by `check`).
     #[inline]
-    unsafe fn resize_in_place(&mut self, p: *mut u8, oldsize: usize, nb: usize) -> usize {
+    unsafe fn resize_in_place(&mut self, p: *mut u8, oldsize: usize, nb: usize) -> bool {
         // SAFETY: I1..I8: `p` is in use; its successor is a chunk of the
         // segment (in use, free, dv or top) and every split stays inside
         // the chunks involved.
         unsafe {
-            let pbit = head(p) & PINUSE;
             let next = plus(p, oldsize);
             let mut size = oldsize;
             if oldsize < nb {
@@ -1348,15 +1363,17 @@ impl<S: MemorySource> Heap<S> {
                 // (and freed back into the top when it came from there).
                 let nh = head(next);
                 let nsize = size_of_head(nh);
-                if nh & CINUSE != 0 || oldsize + nsize < nb {
-                    return 0;
+                size += nsize;
+                if nh & CINUSE != 0 || size < nb {
+                    return false;
                 }
+                // The chunk after the successor.
+                let n = plus(next, nsize);
                 if next == self.top {
                     // An empty top stays at the old top's end (I8), its head
                     // given `PINUSE` below.
-                    let end = plus(next, nsize);
-                    set_head(end, 0);
-                    self.top = end;
+                    set_head(n, 0);
+                    self.top = n;
                     self.topsize = 0;
                 } else if next == self.dv {
                     self.dv = null();
@@ -1364,43 +1381,46 @@ impl<S: MemorySource> Heap<S> {
                 } else {
                     self.unlink_chunk(next, nsize);
                 }
-                size = oldsize + nsize;
-                set_head(p, size | pbit | CINUSE);
-                let n = plus(p, size);
+                // The head holds `oldsize` and the flags: add to the size.
+                set_head(p, head(p) + nsize);
                 set_head(n, head(n) | PINUSE);
             }
-            self.trim(p, size, nb)
+            self.trim(p, size, nb);
         }
+        true
     }
 
     /// Keeps the first `nb` bytes of the in-use chunk `p` of `size >= nb`
-    /// bytes and frees the rest when it can be a chunk; returns the chunk's
-    /// new size.
+    /// bytes and frees the rest when it can be a chunk.
     ///
     /// # Safety
     ///
     /// `p` is an in-use chunk of `size` bytes (I2), `nb` a padded size.
     #[inline]
-    unsafe fn trim(&mut self, p: *mut u8, size: usize, nb: usize) -> usize {
-        if size - nb < MIN_CHUNK {
-            return size;
+    unsafe fn trim(&mut self, p: *mut u8, size: usize, nb: usize) {
+        let rsize = size - nb;
+        if rsize < MIN_CHUNK {
+            return;
         }
         // SAFETY: I1, I2: the rest `[p + nb, p + size)` lies in the chunk and
         // becomes a chunk of its own, in use until freed.
         unsafe {
-            set_head(p, nb | (head(p) & PINUSE) | CINUSE);
+            // The head holds `size` and the flags: take `rsize` off.
+            set_head(p, head(p) - rsize);
             let r = plus(p, nb);
-            set_head(r, (size - nb) | PINUSE | CINUSE);
-            self.release(r, size - nb);
+            set_head(r, rsize | PINUSE | CINUSE);
+            self.release(r, rsize);
         }
-        nb
     }
 }
 
 impl<S: MemorySource> RawHeap for Heap<S> {
     #[inline]
     fn alloc(&mut self, layout: Layout) -> Option<NonNull<u8>> {
-        let p = self.allocate(layout.size(), layout.align());
+        if layout.size() > MAX_REQUEST {
+            return None;
+        }
+        let p = self.allocate(pad_request(layout.size()), layout.align());
         if p.is_null() {
             return None;
         }
@@ -1455,12 +1475,12 @@ impl<S: MemorySource> RawHeap for Heap<S> {
         }
         // SAFETY: I1: `check` found the chunk inside a segment.
         let p = unsafe { minus(ptr.as_ptr(), MEM_OFFSET) };
+        let nb = pad_request(new_size);
         // SAFETY: `check` proved `p` a live chunk of `oldsize` bytes.
-        let got = unsafe { self.resize_in_place(p, oldsize, pad_request(new_size)) };
-        if got != 0 {
+        if unsafe { self.resize_in_place(p, oldsize, nb) } {
             return Some(ptr);
         }
-        let new = self.allocate(new_size, layout.align());
+        let new = self.allocate(nb, layout.align());
         if new.is_null() {
             return None;
         }
