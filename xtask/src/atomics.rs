@@ -12,7 +12,7 @@
 //!
 //! Each of these counts as one test in the tally.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -31,9 +31,7 @@ pub(crate) fn check(root: &Path, tally: &mut Tally) -> bool {
         return false;
     }
     let krate = root.join("examples/atomics-check");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| root.join("target"), PathBuf::from)
-        .join("atomics-check");
+    let target = crate::target_dir(root).join("atomics-check");
     let mut ok = true;
     let present = APP_ALLOCATORS
         .iter()

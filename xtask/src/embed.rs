@@ -4,8 +4,7 @@
 //! calling the C `malloc` family a guest exports). Its build script builds
 //! the wasm32 guests itself.
 
-use std::env;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::{Tally, cargo, run};
 
@@ -14,9 +13,7 @@ use crate::{Tally, cargo, run};
 /// wasmtime version, features and profile, so wasmtime compiles once.
 pub(crate) fn ems_runtime(root: &Path, tally: &mut Tally) -> bool {
     let manifest = root.join("examples/ems-runtime/Cargo.toml");
-    let target = env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
+    let target = crate::target_dir(root);
     run(
         "ems runtime embedding in wasmtime: scenarios 1-5",
         cargo()

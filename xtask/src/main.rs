@@ -108,6 +108,11 @@ fn workspace_root() -> PathBuf {
     dir.parent().map(Path::to_path_buf).unwrap_or(dir)
 }
 
+/// The build directory: `$CARGO_TARGET_DIR`, else `target/` at the root.
+fn target_dir(root: &Path) -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
+}
+
 fn cargo() -> Command {
     Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
@@ -245,7 +250,7 @@ pub(crate) fn node_example(
     args: &[&str],
 ) -> bool {
     let example = root.join("examples").join(dir);
-    let target = root.join("target").join(dir);
+    let target = target_dir(root).join(dir);
     let wasm = target.join("wasm32-unknown-unknown/release").join(wasm);
     let mut ok = true;
     let present = APP_ALLOCATORS
@@ -337,7 +342,7 @@ fn miri(root: &Path, args: &[String], tally: &mut Tally) -> bool {
     // Run the jobs side by side, one worker per core, each worker in its
     // own target directory (cargo locks a target directory for a whole
     // `cargo test`). Each job's output is printed in one piece when it ends.
-    let base = env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let base = target_dir(root);
     let workers = std::thread::available_parallelism()
         .map_or(1, usize::from)
         .clamp(1, jobs.len().max(1));
