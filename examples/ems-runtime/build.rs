@@ -34,6 +34,7 @@ fn main() {
         "guests/imports/src",
         "guests/cexports/Cargo.toml",
         "guests/cexports/src",
+        "guests/process.rs",
     ] {
         println!("cargo:rerun-if-changed={}", here.join(path).display());
     }

@@ -11,7 +11,8 @@
 
 extern crate alloc;
 
-use alloc::string::String;
+#[path = "../../process.rs"]
+mod process;
 
 #[cfg(feature = "bump")]
 use linmem_bump as allocator;
@@ -39,31 +40,9 @@ fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
 /// the exported `malloc`).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn process(addr: *const u8, len: usize) -> *mut u8 {
-    // SAFETY: the caller's contract.
-    let bytes = unsafe { core::slice::from_raw_parts(addr, len) };
-    let Ok(text) = core::str::from_utf8(bytes) else {
-        return core::ptr::null_mut();
-    };
-    let words = text.split_whitespace().count();
-    let mut out = String::new();
-    // Writing into a String cannot fail.
-    let _ = core::fmt::write(&mut out, format_args!("{words} words: "));
-    out.push_str(&text.to_uppercase());
-    let n = out.len();
-    let Some(total) = n.checked_add(4) else {
-        return core::ptr::null_mut();
-    };
-    // SAFETY: C `malloc` has no preconditions.
-    let block = unsafe { allocator::c_exports::malloc(total) };
-    if !block.is_null() {
-        // SAFETY: `block` is a fresh 16-aligned block of `4 + n` bytes, so
-        // the length word and the `n` bytes after it are in bounds.
-        unsafe {
-            block.cast::<u32>().write((n as u32).to_le());
-            core::ptr::copy_nonoverlapping(out.as_ptr(), block.add(4), n);
-        }
-    }
-    block
+    // SAFETY: the caller's contract; C `malloc` has no preconditions and
+    // returns null or a fresh 16-aligned block.
+    unsafe { process::process_with(addr, len, |n| allocator::c_exports::malloc(n)) }
 }
 
 /// The allocator's full heap check: 0 when sound, else 1000 plus the number

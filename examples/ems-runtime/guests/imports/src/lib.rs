@@ -28,9 +28,10 @@
 
 extern crate alloc;
 
-use alloc::string::String;
 use core::alloc::{GlobalAlloc, Layout};
 
+#[path = "../../process.rs"]
+mod process;
 #[path = "../../../src/workload.rs"]
 mod workload;
 
@@ -126,31 +127,9 @@ pub extern "C" fn workload(n: u32) -> u64 {
 /// `addr..addr + len` is readable guest memory (the host allocated it).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn process(addr: *const u8, len: usize) -> *mut u8 {
-    // SAFETY: the caller's contract.
-    let bytes = unsafe { core::slice::from_raw_parts(addr, len) };
-    let Ok(text) = core::str::from_utf8(bytes) else {
-        return core::ptr::null_mut();
-    };
-    let words = text.split_whitespace().count();
-    let mut out = String::new();
-    // Writing into a String cannot fail.
-    let _ = core::fmt::write(&mut out, format_args!("{words} words: "));
-    out.push_str(&text.to_uppercase());
-    let n = out.len();
-    let Some(total) = n.checked_add(4) else {
-        return core::ptr::null_mut();
-    };
-    // SAFETY: a host import with no preconditions.
-    let block = unsafe { malloc(total) };
-    if !block.is_null() {
-        // SAFETY: `block` is a fresh 8-aligned block of `4 + n` bytes, so
-        // the length word and the `n` bytes after it are in bounds.
-        unsafe {
-            block.cast::<u32>().write((n as u32).to_le());
-            core::ptr::copy_nonoverlapping(out.as_ptr(), block.add(4), n);
-        }
-    }
-    block
+    // SAFETY: the caller's contract; the `malloc` import has no
+    // preconditions and returns null or a fresh 8-aligned block.
+    unsafe { process::process_with(addr, len, |n| malloc(n)) }
 }
 
 /// Scenario 4: allocates a 48-byte block, then, like a buggy C program,
