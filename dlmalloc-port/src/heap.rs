@@ -8,7 +8,8 @@ use core::ptr::{self, NonNull};
 use linmem_memory::{HeapError, HeapStats, MemorySource, RawHeap, Violation};
 
 use crate::bins::{
-    MIN_LARGE, NSMALL, NTREE, is_small, left_bits, small_index, small_size, tree_index, tree_shift,
+    MIN_LARGE, NSMALL, NTREE, TreeMap, is_small, left_bits, small_index, small_size, tree_index,
+    tree_shift,
 };
 use crate::block::{
     ALIGN, ALIGN_MASK, BK, CHILD, CINUSE, FD, FENCE, MAX_REQUEST, MEM_OFFSET, MIN_CHUNK, OVERHEAD,
@@ -32,7 +33,7 @@ pub struct Heap<S: MemorySource> {
     /// I5: bit `i` is set iff small bin `i` is non-empty.
     pub(crate) smallmap: u32,
     /// I5: bit `i` is set iff tree bin `i` is non-empty.
-    pub(crate) treemap: u32,
+    pub(crate) treemap: TreeMap,
     /// I7: the designated victim: a free chunk in no bin.
     pub(crate) dv: *mut u8,
     /// I7: the size of the designated victim, 0 when there is none.

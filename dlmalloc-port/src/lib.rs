@@ -13,9 +13,11 @@
 //! - **Small bins**: 32 exact-size lists, 8 bytes apart, for chunks under
 //!   256 bytes, with a `u32` map of the non-empty ones: a hit is a shift, a
 //!   mask and an unlink.
-//! - **Tree bins**: 32 bins for larger chunks (two per power of two), each
-//!   a bitwise trie keyed by size (children chosen by successive size
-//!   bits, equal sizes in a ring), with a second `u32` map. A search of
+//! - **Tree bins**: 64 bins for larger chunks (four per power of two, where
+//!   dlmalloc has two: each trie holds half the chunks, so walks are a level
+//!   shorter), each a bitwise trie keyed by size (children chosen by
+//!   successive size bits, equal sizes in a ring), with a second map (a
+//!   `u64`). A search of
 //!   the trees takes the best fit: the smallest tree chunk at least as
 //!   large as the request.
 //! - **Designated victim** (dv): the remainder of the last split of a
