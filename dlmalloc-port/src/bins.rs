@@ -13,6 +13,23 @@
 /// Number of small bins.
 pub(crate) const NSMALL: usize = 32;
 
+/// Whether this build keeps fast lists (I14): feature `fast-lists`, except
+/// in a hardened build, where every free chunk must be poisoned (I13) and a
+/// list nothing checks would be the first target of a use after free.
+pub(crate) const FAST: bool = cfg!(feature = "fast-lists") && !cfg!(feature = "hardened");
+
+/// The largest chunk kept on a fast list: the chunk of a 128-byte request.
+pub(crate) const FAST_MAX: usize = crate::block::pad_request(128);
+
+/// Number of fast lists: list `i` holds chunks of `8 * i` bytes (the first
+/// few, below `MIN_CHUNK`, stay empty); one unused entry in a build without
+/// fast lists.
+pub(crate) const NFAST: usize = if FAST {
+    FAST_MAX / crate::block::ALIGN + 1
+} else {
+    1
+};
+
 /// Number of tree bins.
 pub(crate) const NTREE: usize = 64;
 
@@ -37,6 +54,7 @@ const _: () = assert!(NSMALL << SMALL_SHIFT == MIN_LARGE);
 const _: () = assert!(1usize << SMALL_SHIFT == crate::block::ALIGN);
 const _: () = assert!(NSMALL <= u32::BITS as usize && NTREE <= TreeMap::BITS as usize);
 const _: () = assert!(NTREE == (16 << SUB_BITS));
+const _: () = assert!(FAST_MAX < MIN_LARGE);
 const _: () = assert!(tree_index(MIN_LARGE) == 0 && tree_index(usize::MAX) == NTREE - 1);
 
 /// Whether a chunk of `size` bytes lives in a small bin.

@@ -8,8 +8,8 @@ use core::ptr::{self, NonNull};
 use linmem_memory::{HeapError, HeapStats, MemorySource, RawHeap, Violation};
 
 use crate::bins::{
-    MIN_LARGE, NSMALL, NTREE, TreeMap, is_small, left_bits, small_index, small_size, tree_index,
-    tree_shift,
+    FAST, FAST_MAX, MIN_LARGE, NFAST, NSMALL, NTREE, TreeMap, is_small, left_bits, small_index,
+    small_size, tree_index, tree_shift,
 };
 use crate::block::{
     ALIGN, ALIGN_MASK, BK, CHILD, CINUSE, FD, FENCE, MAX_REQUEST, MEM_OFFSET, MIN_CHUNK, OVERHEAD,
@@ -58,6 +58,12 @@ pub struct Heap<S: MemorySource> {
     pub(crate) overhead: usize,
     /// I11: set once a misuse is detected; never cleared.
     pub(crate) failed: bool,
+    /// I14: set when a chunk is put on a fast list, cleared when they are
+    /// all emptied.
+    pub(crate) has_fast: bool,
+    /// I14: heads of the fast lists (feature `fast-lists`; one unused entry
+    /// otherwise).
+    pub(crate) fast: [*mut u8; NFAST],
     /// The error a free reports after a tamper check failed the heap
     /// closed (I12, I13).
     #[cfg(feature = "hardened")]
@@ -132,6 +138,8 @@ impl<S: MemorySource> Heap<S> {
             footprint: 0,
             overhead: 0,
             failed: false,
+            has_fast: false,
+            fast: [ptr::null_mut(); NFAST],
             #[cfg(feature = "hardened")]
             error: HeapError::FailedClosed,
             #[cfg(feature = "hardened")]
@@ -757,6 +765,17 @@ impl<S: MemorySource> Heap<S> {
         // SAFETY: I4..I8: the bins, dv and top hold free chunks of the
         // sizes they are found by; each is unlinked before it is used.
         unsafe {
+            if FAST && nb <= FAST_MAX {
+                // I14: an exact fit from its fast list. The chunk was marked
+                // in use all along, so taking the mark off hands it out.
+                // SAFETY: `nb <= FAST_MAX`, so the list index is below NFAST.
+                let p = *self.fast.get_unchecked(nb / ALIGN);
+                if !p.is_null() {
+                    *self.fast.get_unchecked_mut(nb / ALIGN) = self.fd(p);
+                    set_head(p, head(p) & !FENCE);
+                    return p;
+                }
+            }
             // Unchanged below until used (`tmalloc` changes dv only when it
             // returns a chunk).
             let dvsize = self.dvsize;
@@ -787,10 +806,43 @@ impl<S: MemorySource> Heap<S> {
                 self.dvsize = 0;
                 return self.take(p, dvsize, nb);
             }
+            if FAST && self.has_fast && (nb >= MIN_LARGE || nb > self.topsize) {
+                // I14: before the top is carved for a large request, or
+                // grown, the fast chunks merge back into the bins and try
+                // again, so they neither push the top up for large blocks
+                // nor make the heap grow. `consolidate` clears `has_fast`,
+                // so this recurses once at most.
+                self.consolidate();
+                return self.malloc_chunk(nb);
+            }
             if nb > self.topsize && !self.sys_alloc(nb) {
                 return null();
             }
             self.take_top(nb)
+        }
+    }
+
+    /// Empties the fast lists: every fast chunk is freed for real, merging
+    /// with its free neighbours (I14).
+    #[cold]
+    #[inline(never)]
+    fn consolidate(&mut self) {
+        self.has_fast = false;
+        for i in 0..NFAST {
+            let mut p = self.fast[i];
+            self.fast[i] = null();
+            while !p.is_null() {
+                // SAFETY: I14: `p` is a fast chunk: an in-use chunk but for
+                // its FENCE mark, which comes off before it is freed; its
+                // link is read first.
+                unsafe {
+                    let next = self.fd(p);
+                    let h = head(p) & !FENCE;
+                    set_head(p, h);
+                    self.free_chunk(p, size_of_head(h));
+                    p = next;
+                }
+            }
         }
     }
 
@@ -1315,9 +1367,9 @@ impl<S: MemorySource> Heap<S> {
                 // The "head" is the poison byte (`block::POISON`, I13): the
                 // block lies in freed memory.
                 Misuse::DoubleFree
-            } else if size > limit - a || h & FENCE != 0 {
+            } else if size > limit - a || (!FAST && h & FENCE != 0) {
                 Misuse::Foreign
-            } else if h & CINUSE == 0
+            } else if h & (CINUSE | FENCE) != CINUSE
                 // SAFETY: I1: `p + size <= limit`, as in `probe`.
                 || unsafe { head(plus(p, size)) } & PINUSE == 0
             {
@@ -1336,6 +1388,10 @@ impl<S: MemorySource> Heap<S> {
     #[cold]
     #[inline(never)]
     fn fail_closed(&mut self) {
+        if FAST {
+            // The fast lists are emptied too (into the bins cleared below).
+            self.consolidate();
+        }
         self.failed = true;
         self.smallmap = 0;
         self.treemap = 0;
@@ -1453,6 +1509,18 @@ impl<S: MemorySource> RawHeap for Heap<S> {
         let size = self.check(ptr, layout)?;
         // SAFETY: I1: `check` found the chunk inside a segment.
         let p = unsafe { minus(ptr.as_ptr(), MEM_OFFSET) };
+        if FAST && size <= FAST_MAX {
+            // SAFETY: I14: `p` is a live chunk (`check`); marked FENCE it
+            // stays in use for its neighbours and `check` refuses it from
+            // now on. `size <= FAST_MAX`, so the list index is below NFAST.
+            unsafe {
+                set_head(p, head(p) | FENCE);
+                self.set_fd(p, *self.fast.get_unchecked(size / ALIGN));
+                *self.fast.get_unchecked_mut(size / ALIGN) = p;
+            }
+            self.has_fast = true;
+            return Ok(());
+        }
         // SAFETY: `check` proved `p` a live chunk of `size` bytes (I2).
         unsafe { self.release(p, size) };
         #[cfg(feature = "hardened")]

@@ -46,6 +46,18 @@
 //! - **alloc_zeroed** skips the clearing when the block was carved from top
 //!   space never handed out since the source zero-filled it (a watermark,
 //!   raised only when a free moves the top down).
+//! - **Fast lists** (feature `fast-lists`, off by default; no effect in a
+//!   hardened build): the deferred coalescing of dlmalloc 2.7's fastbins.
+//!   A freed chunk of up to 136 bytes (a request of up to 128) is not
+//!   merged: it is marked (`CINUSE|FENCE`: in use for its neighbours,
+//!   refused by the misuse check) and pushed on the singly linked list of
+//!   its exact size, which the next request of that size pops. Small-object
+//!   churn then reuses blocks without merging and re-splitting them. The
+//!   lists are emptied (every chunk freed for real, merging with its free
+//!   neighbours) before the top is carved for a large request or grown, so
+//!   they neither push the top up for large blocks nor make the heap grow,
+//!   and when the heap fails closed. About 330 bytes of code, which is why
+//!   it is an option: the default build keeps the code-size target.
 //! - **Statistics** ([`stats`](linmem_memory::RawHeap::stats),
 //!   [`Heap::detailed_stats`]) are found by walking the segments, O(chunks),
 //!   so the hot paths maintain no counters.
@@ -136,11 +148,13 @@
 //!   chunk that ends exactly at the segment's end and holds its base, end and
 //!   the next older record. Segments are disjoint.
 //! - **I2** Every chunk size is a multiple of 8 and at least `MIN_CHUNK`
-//!   (records at least `REC_SIZE`); only records carry `FENCE`. A chunk's
+//!   (records at least `REC_SIZE`); only records and fast chunks (I14)
+//!   carry `FENCE`, always with `CINUSE`. A chunk's
 //!   `PINUSE` bit says whether its predecessor is in use (set on the first
 //!   chunk of a segment). A free chunk's size is repeated in its successor's
 //!   `prev_foot` (its boundary tag).
-//! - **I3** No two adjacent chunks are free (dv and the top count as free).
+//! - **I3** No two adjacent chunks are free (dv and the top count as free,
+//!   fast chunks as in use).
 //! - **I4** Every free chunk except dv and the top is in exactly one bin,
 //!   the one for its size: small bin `size / 8` below 256 bytes (a
 //!   null-terminated doubly linked list: the head's `bk` is null and
@@ -160,8 +174,8 @@
 //!   and `top + topsize + TOP_FOOT == seg_end`; it is in no bin. Before the
 //!   first grow the heap has no segment, no top and no bins.
 //! - **I9** `footprint == overhead + in_use + free`, where `in_use` is the
-//!   bytes of in-use chunks (records excluded) and `free` the bytes of
-//!   binned chunks, dv and the top; `overhead` covers at least the records
+//!   bytes of in-use chunks (records and fast chunks excluded) and `free`
+//!   the bytes of binned chunks, fast chunks, dv and the top; `overhead` covers at least the records
 //!   and the top reserve. (The statistics are found by a walk, so no
 //!   counter costs the hot paths anything. The heap never gives memory
 //!   back, so its peak footprint is its footprint.)
@@ -179,9 +193,18 @@
 //!   its window: the bytes after its head and links (from `MIN_CHUNK` for
 //!   small chunks, `8W` for tree chunks), 256 of them or up to its end.
 //!
+//! - **I14** (feature `fast-lists`) A `CINUSE|FENCE` chunk that is not the
+//!   record closing an older segment is a *fast chunk*: a freed chunk of
+//!   `MIN_CHUNK..=FAST_MAX` bytes, on exactly one fast list, the one for
+//!   its size (`size / 8`); the lists are null-terminated, linked through
+//!   `fd`, and hold nothing else. `has_fast` is set while any list is
+//!   non-empty. Its neighbours treat it as in use (its successor's
+//!   `PINUSE` is set) and it is never dv, the top or binned.
+//!
 //! [`RawHeap::verify`](linmem_memory::RawHeap::verify) walks every segment
 //! chunk by chunk and every bin, and checks I1..I10 (and I12, I13 in a
-//! hardened build); on a failed-closed heap it reports I11.
+//! hardened build, I14 with fast lists); on a failed-closed heap it reports
+//! I11.
 #![no_std]
 
 mod bins;

@@ -16,6 +16,11 @@ fn new_heap(max_pages: usize) -> (Heap<SimMemory>, SimMemory) {
     (Heap::new(mem.clone()), mem)
 }
 
+/// A request whose chunk is small-binned (below 256 bytes) but above
+/// `FAST_MAX`, so a free of it merges and bins with or without fast lists.
+const SMALL: usize = 150;
+const _: () = assert!(crate::bins::FAST_MAX < SMALL && SMALL + OVERHEAD < crate::bins::MIN_LARGE);
+
 fn lay(size: usize) -> Layout {
     Layout::from_size_align(size, 8).unwrap()
 }
@@ -80,12 +85,12 @@ fn empty_heap_verifies_and_takes_nothing() {
 #[test]
 fn small_free_then_alloc_of_same_size_reuses_the_chunk() {
     let (mut h, _) = new_heap(4);
-    let a = h.alloc(lay(24)).unwrap();
+    let a = h.alloc(lay(SMALL)).unwrap();
     let _guard = h.alloc(lay(8)).unwrap();
-    free(&mut h, a, lay(24));
+    free(&mut h, a, lay(SMALL));
     assert_ne!(h.smallmap, 0, "freed small chunk is in a small bin");
     check(&h);
-    let b = h.alloc(lay(24)).unwrap();
+    let b = h.alloc(lay(SMALL)).unwrap();
     assert_eq!(a, b);
     assert_eq!(h.smallmap, 0);
     check(&h);
@@ -94,7 +99,7 @@ fn small_free_then_alloc_of_same_size_reuses_the_chunk() {
 #[test]
 fn small_bin_bits_track_bin_occupancy() {
     let (mut h, _) = new_heap(4);
-    let sizes = [1usize, 40, 60, 100, 200, 240];
+    let sizes = [140usize, 150, 170, 200, 220, 240];
     let mut blocks = Vec::new();
     for &s in &sizes {
         blocks.push((h.alloc(lay(s)).unwrap(), s));
@@ -170,7 +175,7 @@ fn tree_removal_keeps_the_trie_consistent() {
 #[test]
 fn free_coalesces_with_each_neighbour() {
     let (mut h, _) = new_heap(4);
-    let l = lay(100);
+    let l = lay(SMALL);
     let [a, b, c, d, e] = core::array::from_fn(|_| h.alloc(l).unwrap());
     let _guard = h.alloc(lay(8)).unwrap();
     let base = check(&h).free_blocks;
@@ -189,7 +194,7 @@ fn free_coalesces_with_each_neighbour() {
     free(&mut h, d, l);
     let s = check(&h);
     assert_eq!(s.free_blocks, base + 1);
-    let chunk = crate::block::pad_request(100);
+    let chunk = crate::block::pad_request(SMALL);
     assert!(s.largest_free >= 5 * chunk);
 }
 
@@ -206,22 +211,22 @@ fn freeing_next_to_the_top_merges_into_the_top() {
 #[test]
 fn split_remainder_becomes_the_designated_victim() {
     let (mut h, _) = new_heap(4);
-    let big = h.alloc(lay(200)).unwrap();
+    let big = h.alloc(lay(600)).unwrap();
     let _guard = h.alloc(lay(8)).unwrap();
-    free(&mut h, big, lay(200));
-    // A 40-byte request splits the 200-byte chunk; the rest is dv.
-    let a = h.alloc(lay(40)).unwrap();
+    free(&mut h, big, lay(600));
+    // A small request splits the freed chunk; the rest is dv.
+    let a = h.alloc(lay(SMALL)).unwrap();
     assert_eq!(a, big);
     assert!(h.dvsize != 0);
     check(&h);
     // The next small request comes from dv, right after a.
-    let b = h.alloc(lay(40)).unwrap();
-    let step = crate::block::pad_request(40);
+    let b = h.alloc(lay(SMALL)).unwrap();
+    let step = crate::block::pad_request(SMALL);
     assert_eq!(b.as_ptr() as usize, a.as_ptr() as usize + step);
     check(&h);
     // Freeing next to dv grows dv.
     let dv_before = h.dvsize;
-    free(&mut h, b, lay(40));
+    free(&mut h, b, lay(SMALL));
     assert_eq!(h.dvsize, dv_before + step);
     check(&h);
 }
@@ -693,17 +698,17 @@ fn a_fixed_region_smaller_than_a_page_serves() {
 #[test]
 fn stats_count_blocks_and_bytes() {
     let (mut h, _) = new_heap(4);
-    let a = h.alloc(lay(100)).unwrap();
+    let a = h.alloc(lay(SMALL)).unwrap();
     let b = h.alloc(lay(300)).unwrap();
     let s = check(&h);
     assert_eq!(s.live_blocks, 2);
     assert_eq!(
         s.in_use,
-        crate::block::pad_request(100) + crate::block::pad_request(300)
+        crate::block::pad_request(SMALL) + crate::block::pad_request(300)
     );
     assert_eq!(s.footprint, PAGE_SIZE);
     assert!(s.free > 0 && s.largest_free == s.free);
-    free(&mut h, a, lay(100));
+    free(&mut h, a, lay(SMALL));
     free(&mut h, b, lay(300));
     let s = check(&h);
     assert_eq!(s.live_blocks, 0);
@@ -814,10 +819,10 @@ fn random_actions_with_foreign_growth_keep_every_invariant() {
 #[test]
 fn verify_reports_a_damaged_boundary_tag_and_bitmap() {
     let (mut h, _) = new_heap(4);
-    let a = h.alloc(lay(100)).unwrap();
-    let b = h.alloc(lay(100)).unwrap();
+    let a = h.alloc(lay(SMALL)).unwrap();
+    let b = h.alloc(lay(SMALL)).unwrap();
     let _guard = h.alloc(lay(8)).unwrap();
-    free(&mut h, a, lay(100));
+    free(&mut h, a, lay(SMALL));
     check(&h);
     // The boundary tag of the free chunk `a` is `b`'s prev_foot word.
     // SAFETY: the word lies in the heap's simulated memory; the test
@@ -900,4 +905,110 @@ fn hardened_free_chunks_are_poisoned_and_links_masked() {
     // the plain address of `b`'s chunk nor null.
     assert_ne!(fd_word, 0);
     assert_ne!(fd_word, b.as_ptr() as usize - crate::block::MEM_OFFSET);
+}
+
+/// Fast lists (I14): a freed small chunk is kept unmerged on its exact-size
+/// list and handed out again by the next request of its size, newest first.
+#[cfg(feature = "fast-lists")]
+#[test]
+fn fast_list_hands_a_freed_small_chunk_back_unmerged() {
+    let (mut h, _) = new_heap(4);
+    let l = lay(40);
+    let a = h.alloc(l).unwrap();
+    let b = h.alloc(l).unwrap();
+    let _guard = h.alloc(l).unwrap();
+    let before = check(&h);
+    free(&mut h, a, l);
+    free(&mut h, b, l);
+    // Adjacent, yet not merged: two more free blocks, no bin touched.
+    let s = check(&h);
+    assert_eq!(s.free_blocks, before.free_blocks + 2);
+    assert_eq!(s.live_blocks, before.live_blocks - 2);
+    assert_eq!((h.smallmap, h.treemap), (0, 0));
+    assert!(h.has_fast);
+    assert_eq!(h.alloc(l), Some(b));
+    assert_eq!(h.alloc(l), Some(a));
+    check(&h);
+}
+
+#[cfg(feature = "fast-lists")]
+#[test]
+fn fast_chunk_freed_twice_or_reallocated_is_caught_and_fails_closed() {
+    let (mut h, _) = new_heap(4);
+    let l = lay(64);
+    let a = h.alloc(l).unwrap();
+    let _guard = h.alloc(l).unwrap();
+    free(&mut h, a, l);
+    // SAFETY: a deliberate double free, which the heap must catch.
+    let e = unsafe { h.dealloc(a, l) };
+    assert!(matches!(e, Err(HeapError::DoubleFree { .. })), "{e:?}");
+    assert!(h.is_failed());
+    assert_eq!(h.alloc(l), None);
+
+    let (mut h, _) = new_heap(4);
+    let a = h.alloc(l).unwrap();
+    let _guard = h.alloc(l).unwrap();
+    free(&mut h, a, l);
+    // SAFETY: a deliberate realloc of a freed block, which the heap must
+    // refuse.
+    assert_eq!(unsafe { h.realloc(a, l, 200) }, None);
+    assert!(h.is_failed());
+}
+
+/// The fast chunks merge back (with each other and the top) before a large
+/// request is carved from the top.
+#[cfg(feature = "fast-lists")]
+#[test]
+fn fast_chunks_merge_back_before_a_large_block_takes_the_top() {
+    let (mut h, _) = new_heap(4);
+    let l = lay(100);
+    let blocks: Vec<_> = (0..3).map(|_| h.alloc(l).unwrap()).collect();
+    for &p in &blocks {
+        free(&mut h, p, l);
+    }
+    check(&h);
+    let big = h.alloc(lay(1000)).unwrap();
+    assert_eq!(big, blocks[0], "the merged fast chunks and top serve it");
+    assert!(!h.has_fast && h.fast.iter().all(|f| f.is_null()));
+    check(&h);
+}
+
+/// Memory held on the fast lists is used before the heap grows: a heap
+/// that cannot grow still serves a block only the merged chunks can hold.
+#[cfg(feature = "fast-lists")]
+#[test]
+fn fast_chunks_merge_back_before_the_heap_grows() {
+    let (mut h, mem) = new_heap(1);
+    let l = lay(120);
+    let mut blocks = Vec::new();
+    while let Some(p) = h.alloc(l) {
+        blocks.push(p);
+    }
+    assert_eq!(mem.grows(), 1);
+    for &p in &blocks {
+        free(&mut h, p, l);
+    }
+    check(&h);
+    let want = blocks.len() * crate::block::pad_request(120) / 2;
+    assert!(h.alloc(lay(want)).is_some());
+    assert_eq!(mem.grows(), 1);
+    check(&h);
+}
+
+#[cfg(feature = "fast-lists")]
+#[test]
+fn verify_reports_a_broken_fast_list() {
+    let (mut h, _) = new_heap(4);
+    let l = lay(40);
+    let a = h.alloc(l).unwrap();
+    let _guard = h.alloc(l).unwrap();
+    free(&mut h, a, l);
+    check(&h);
+    let i = crate::block::pad_request(40) / 8;
+    h.fast[i] = core::ptr::null_mut();
+    assert_eq!(h.verify().unwrap_err().invariant, 14);
+    h.fast[i] = a.as_ptr().wrapping_byte_sub(2 * W);
+    check(&h);
+    h.has_fast = false;
+    assert_eq!(h.verify().unwrap_err().invariant, 14);
 }

@@ -3,7 +3,9 @@
 
 use linmem_memory::{HeapStats, MemorySource, Violation};
 
-use crate::bins::{NSMALL, NTREE, is_small, small_index, small_size, tree_index, tree_shift};
+use crate::bins::{
+    FAST, FAST_MAX, NFAST, NSMALL, NTREE, is_small, small_index, small_size, tree_index, tree_shift,
+};
 use crate::block::{
     ALIGN_MASK, CINUSE, FENCE, MEM_OFFSET, MIN_CHUNK, MIN_TREE_CHUNK, PINUSE, REC_SIZE, TOP_FOOT,
     W, head, prev_foot, size_of_head, tindex,
@@ -15,8 +17,10 @@ use crate::heap::Heap;
 struct Walk {
     in_use: usize,
     live: usize,
-    /// Free chunks other than dv and the top.
+    /// Free chunks other than dv, the top and fast chunks.
     binned: usize,
+    /// Fast chunks (I14).
+    fast: usize,
     free_bytes: usize,
     largest: usize,
     /// Bytes of records (overhead that lies in segments).
@@ -62,7 +66,8 @@ pub(crate) fn verify<S: MemorySource>(h: &Heap<S>) -> Result<HeapStats, Violatio
             && h.dvsize == 0
             && h.older.is_null()
             && h.smallmap == 0
-            && h.treemap == 0;
+            && h.treemap == 0
+            && h.fast.iter().all(|f| f.is_null());
         if !empty {
             return Err(v(
                 8,
@@ -114,6 +119,7 @@ pub(crate) fn verify<S: MemorySource>(h: &Heap<S>) -> Result<HeapStats, Violatio
     if in_bins != w.binned {
         return Err(v(4, 0, "binned chunks differ from the free chunks walked"));
     }
+    check_fast(h, &w)?;
     #[cfg(feature = "hardened")]
     if h.tamper.get() != 0 {
         return Err(v(
@@ -143,7 +149,7 @@ fn stats<S: MemorySource>(h: &Heap<S>, w: &Walk) -> HeapStats {
         in_use: w.in_use,
         live_blocks: w.live,
         free: w.free_bytes,
-        free_blocks: w.binned + usize::from(h.dvsize != 0) + usize::from(h.topsize != 0),
+        free_blocks: w.binned + w.fast + usize::from(h.dvsize != 0) + usize::from(h.topsize != 0),
         largest_free: w.largest,
     }
 }
@@ -246,7 +252,10 @@ unsafe fn walk_segment<S: MemorySource>(
         if size & ALIGN_MASK != 0 || size > stop - a {
             return Err(v(2, a, "chunk size misaligned or past the segment"));
         }
-        if hd & FENCE != 0 {
+        // With fast lists, only the chunk that closes an older segment is
+        // its record (I14); without, every FENCE chunk must be one.
+        let record = rec.is_some() && a.checked_add(size) == Some(seg.end);
+        if hd & FENCE != 0 && (!FAST || record) {
             let Some(r) = rec else {
                 return Err(v(2, a, "record inside the top segment"));
             };
@@ -267,7 +276,16 @@ unsafe fn walk_segment<S: MemorySource>(
         }
         // SAFETY: I1: `p + size < stop` or is the top, a chunk of the segment.
         let next = unsafe { p.byte_add(size) };
-        if hd & CINUSE != 0 {
+        if hd & FENCE != 0 {
+            // A fast chunk (I14): free, but in use for its neighbours.
+            if hd & CINUSE == 0 || size > FAST_MAX {
+                return Err(v(14, a, "FENCE on a chunk that is no fast chunk"));
+            }
+            w.fast += 1;
+            w.free_bytes += size;
+            w.largest = w.largest.max(size);
+            prev_inuse = true;
+        } else if hd & CINUSE != 0 {
             w.in_use += size;
             w.live += 1;
             prev_inuse = true;
@@ -438,6 +456,47 @@ fn check_bins<S: MemorySource>(h: &Heap<S>, w: &Walk) -> Result<usize, Violation
     Ok(total)
 }
 
+/// I14: every fast list holds only fast chunks of its size, and together
+/// exactly the fast chunks the walk found; `has_fast` is set when any does.
+fn check_fast<S: MemorySource>(h: &Heap<S>, w: &Walk) -> Result<(), Violation> {
+    let mut total = 0;
+    for (i, &first) in h.fast.iter().enumerate().take(NFAST) {
+        let mut x = first;
+        while !x.is_null() {
+            total += 1;
+            if total > w.fast {
+                return Err(v(14, x.addr(), "fast lists hold more than the fast chunks"));
+            }
+            if !in_segment(h, x) {
+                return Err(v(
+                    14,
+                    x.addr(),
+                    "fast list entry is not a chunk of a segment",
+                ));
+            }
+            // SAFETY: I1: `x` is an aligned address below a segment's chunk
+            // end.
+            let hd = unsafe { head(x) };
+            if hd & (CINUSE | FENCE) != CINUSE | FENCE || size_of_head(hd) != small_size(i) {
+                return Err(v(
+                    14,
+                    x.addr(),
+                    "fast list entry is no fast chunk of its size",
+                ));
+            }
+            // SAFETY: I14: a fast chunk holds its link.
+            x = unsafe { h.fd(x) };
+        }
+    }
+    if total != w.fast {
+        return Err(v(14, 0, "fast chunks missing from the fast lists"));
+    }
+    if total != 0 && !h.has_fast {
+        return Err(v(14, 0, "fast chunks listed but has_fast is clear"));
+    }
+    Ok(())
+}
+
 /// I6: the subtree at `t` (depth `depth`, reached by the direction bits
 /// `path`, most recent lowest) of tree bin `i`; returns its chunk count.
 fn check_tree<S: MemorySource>(
@@ -581,7 +640,7 @@ pub(crate) fn summary<S: MemorySource>(h: &Heap<S>) -> HeapStats {
             if size < MIN_CHUNK || size & ALIGN_MASK != 0 || size > stop - p.addr() {
                 break;
             }
-            if hd & CINUSE != 0 {
+            if hd & (CINUSE | FENCE) == CINUSE {
                 s.in_use += size;
                 s.live_blocks += 1;
             } else {

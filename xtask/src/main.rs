@@ -197,6 +197,40 @@ fn test(root: &Path, tally: &mut Tally) -> bool {
         cargo().current_dir(root).args(["test", "--workspace"]),
         tally,
     );
+    ok &= run(
+        "host: hardened builds, unit tests",
+        cargo().current_dir(root).args([
+            "test",
+            "-p",
+            "linmem-dlmalloc",
+            "-p",
+            "linmem-emmalloc",
+            "-p",
+            "linmem-ems",
+            "--features",
+            "hardened",
+            "--lib",
+        ]),
+        tally,
+    );
+    ok &= run(
+        "host: dlmalloc-port with fast lists, unit tests, conformance and misuse suites",
+        cargo().current_dir(root).args([
+            "test",
+            "-p",
+            "linmem-dlmalloc",
+            "-p",
+            "linmem-tests",
+            "--features",
+            "linmem-dlmalloc/fast-lists",
+            "--lib",
+            "--test",
+            "dlmalloc",
+            "--test",
+            "misuse",
+        ]),
+        tally,
+    );
     if ensure_wasm_target(None, tally) && ensure_wasm_bindgen_cli(root, tally) {
         ok &= run(
             "wasm: conformance suite and global-allocator binaries in node",

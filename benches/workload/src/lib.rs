@@ -31,7 +31,11 @@
 #[global_allocator]
 static A: linmem_bump::Global = linmem_bump::Global::new();
 
-#[cfg(any(feature = "alloc-dlmalloc-port", feature = "alloc-dlmalloc-port-hardened"))]
+#[cfg(any(
+    feature = "alloc-dlmalloc-port",
+    feature = "alloc-dlmalloc-port-hardened",
+    feature = "alloc-dlmalloc-port-fast"
+))]
 #[global_allocator]
 static A: linmem_dlmalloc::Global = linmem_dlmalloc::Global::new();
 
