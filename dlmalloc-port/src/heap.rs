@@ -974,48 +974,40 @@ impl<S: MemorySource> Heap<S> {
     /// by `align + MIN_CHUNK` once and frees the leading and trailing parts.
     #[inline(never)]
     fn memalign(&mut self, align: usize, nb: usize) -> *mut u8 {
-        // A lead shorter than MIN_CHUNK is pushed on by one `align`, which
-        // must then make it a whole chunk. Where `MIN_CHUNK == 2 * ALIGN`
-        // (32-bit targets) every `align > ALIGN` is that large already.
-        let align = if MIN_CHUNK > 2 * ALIGN {
-            align.max(MIN_CHUNK)
-        } else {
-            align
-        };
-        // No overflow: `nb <= MAX_REQUEST + 2 * ALIGN`, well below
-        // `isize::MAX`, and `align`, a power of two, is at most
+        // The aligned chunk is carved from the end of the over-allocation:
+        // what follows it is less than `align` (and a multiple of ALIGN), so
+        // what precedes it, the lead, is at least `MIN_CHUNK`: a chunk of
+        // its own, freed. (Carving from the start would leave a tail to
+        // free half the time even for 16-byte alignment, and freeing it
+        // merges it into the remainder just binned: an unlink and a
+        // re-insert.) No overflow: `nb <= MAX_REQUEST + 2 * ALIGN`, well
+        // below `isize::MAX`, and `align`, a power of two, is at most
         // `isize::MAX + 1`.
-        let req = nb + align + MIN_CHUNK;
+        let req = nb + align + (MIN_CHUNK - ALIGN);
         if req > MAX_REQUEST {
             return null();
         }
-        let mut p = self.malloc(req);
+        let p = self.malloc(req);
         if p.is_null() {
             return p;
         }
         // SAFETY: `p` is a fresh in-use chunk of at least `req` bytes (I2);
-        // the aligned chunk and the parts split off lie inside it.
+        // the aligned chunk `q` and the parts split off lie inside it.
         unsafe {
-            let mut psize = size_of_head(head(p));
-            let mem = p.addr() + MEM_OFFSET;
-            let mis = mem & (align - 1);
-            if mis != 0 {
-                let mut lead = align - mis;
-                if lead < MIN_CHUNK {
-                    lead += align;
-                }
-                let q = plus(p, lead);
-                let qsize = psize - lead;
-                set_head(q, qsize | PINUSE | CINUSE);
-                // The head holds `psize` and the flags: keep `lead` bytes.
-                set_head(p, head(p) - qsize);
-                self.release(p, lead);
-                p = q;
-                psize = qsize;
-            }
-            self.trim(p, psize, nb);
+            let psize = size_of_head(head(p));
+            // The last chunk at most `nb` bytes before the end whose payload
+            // is aligned: `lead >= req - nb - (align - ALIGN) = MIN_CHUNK`.
+            let end = p.addr() + psize;
+            let lead = ((end - nb + MEM_OFFSET) & !(align - 1)) - MEM_OFFSET - p.addr();
+            let q = plus(p, lead);
+            let qsize = psize - lead;
+            set_head(q, qsize | PINUSE | CINUSE);
+            // The head holds `psize` and the flags: keep `lead` bytes.
+            set_head(p, head(p) - qsize);
+            self.release(p, lead);
+            self.trim(q, qsize, nb);
+            q
         }
-        p
     }
 
     /// Grows the heap until the top holds `nb > topsize` bytes; false when it
