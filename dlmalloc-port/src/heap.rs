@@ -793,6 +793,15 @@ impl<S: MemorySource> Heap<S> {
                     return self.take(p, small_size(i), nb);
                 }
             }
+            if FAST && self.has_fast && nb < MIN_LARGE && nb > dvsize && self.treemap != 0 {
+                // I14: a small request would split a tree chunk: the fast
+                // chunks merge back first, so small blocks reuse what the
+                // fast lists hold instead of breaking up large free chunks
+                // (which made a json trace replay peak 23% higher). Once at
+                // most, as below.
+                self.consolidate();
+                return self.malloc_chunk(nb);
+            }
             if nb > dvsize && self.treemap != 0 {
                 let p = self.tmalloc(nb);
                 if !p.is_null() {

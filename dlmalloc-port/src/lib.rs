@@ -54,9 +54,11 @@
 //!   its exact size, which the next request of that size pops. Small-object
 //!   churn then reuses blocks without merging and re-splitting them. The
 //!   lists are emptied (every chunk freed for real, merging with its free
-//!   neighbours) before the top is carved for a large request or grown, so
-//!   they neither push the top up for large blocks nor make the heap grow,
-//!   and when the heap fails closed. About 330 bytes of code, which is why
+//!   neighbours) before a tree chunk is split for a small request, before
+//!   the top is carved for a large request and before it grows, so they
+//!   neither break up large free chunks for small blocks, push the top up
+//!   for large ones nor make the heap grow; and when the heap fails
+//!   closed. About 330 bytes of code, which is why
 //!   it is an option: the default build keeps the code-size target.
 //! - **Statistics** ([`stats`](linmem_memory::RawHeap::stats),
 //!   [`Heap::detailed_stats`]) are found by walking the segments, O(chunks),

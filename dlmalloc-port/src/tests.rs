@@ -1012,3 +1012,26 @@ fn verify_reports_a_broken_fast_list() {
     h.has_fast = false;
     assert_eq!(h.verify().unwrap_err().invariant, 14);
 }
+
+/// A small request that no list, bin or dv serves takes the merged fast
+/// chunks rather than splitting a large free chunk.
+#[cfg(feature = "fast-lists")]
+#[test]
+fn fast_chunks_merge_back_before_a_small_request_splits_a_tree_chunk() {
+    let (mut h, _) = new_heap(4);
+    let small = lay(40);
+    let fast: Vec<_> = (0..3).map(|_| h.alloc(small).unwrap()).collect();
+    let _guard = h.alloc(lay(8)).unwrap();
+    let big = h.alloc(lay(1000)).unwrap();
+    let _guard2 = h.alloc(lay(8)).unwrap();
+    free(&mut h, big, lay(1000));
+    for &p in &fast {
+        free(&mut h, p, small);
+    }
+    assert!(h.has_fast && h.treemap != 0);
+    check(&h);
+    let p = h.alloc(lay(100)).unwrap();
+    assert_eq!(p, fast[0], "served from the merged fast chunks");
+    assert!(h.treemap != 0, "the large free chunk is left whole");
+    check(&h);
+}
