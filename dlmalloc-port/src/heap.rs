@@ -347,12 +347,30 @@ impl<S: MemorySource> Heap<S> {
     /// `pad_request(MAX_REQUEST)`) aligned to `align` (a power of two), or
     /// null: [`Self::malloc`] for `align <= ALIGN`, [`Self::memalign`] above.
     ///
+    /// With fast lists, an exact fit from its fast list comes first (I14):
+    /// here, not in `malloc_chunk`, whose retry after merging the lists
+    /// back would wrap this path in its loop (measured: 15% more
+    /// instructions on small churn).
+    ///
     /// `#[inline]`: a speed build inlines it into `alloc` and `realloc`, a
     /// size build keeps one body.
     #[inline]
     fn allocate(&mut self, nb: usize, align: usize) -> *mut u8 {
         if align > ALIGN {
             return self.memalign(align, nb);
+        }
+        if FAST && nb <= FAST_MAX {
+            // SAFETY: I14: `nb <= FAST_MAX`, so the list index is below
+            // NFAST; a listed chunk is a fast chunk, marked in use all
+            // along, so taking the mark off hands it out.
+            unsafe {
+                let p = *self.fast.get_unchecked(nb / ALIGN);
+                if !p.is_null() {
+                    *self.fast.get_unchecked_mut(nb / ALIGN) = self.fd(p);
+                    set_head(p, head(p) & !FENCE);
+                    return p;
+                }
+            }
         }
         self.malloc(nb)
     }
@@ -765,17 +783,6 @@ impl<S: MemorySource> Heap<S> {
         // SAFETY: I4..I8: the bins, dv and top hold free chunks of the
         // sizes they are found by; each is unlinked before it is used.
         unsafe {
-            if FAST && nb <= FAST_MAX {
-                // I14: an exact fit from its fast list. The chunk was marked
-                // in use all along, so taking the mark off hands it out.
-                // SAFETY: `nb <= FAST_MAX`, so the list index is below NFAST.
-                let p = *self.fast.get_unchecked(nb / ALIGN);
-                if !p.is_null() {
-                    *self.fast.get_unchecked_mut(nb / ALIGN) = self.fd(p);
-                    set_head(p, head(p) & !FENCE);
-                    return p;
-                }
-            }
             // Unchanged below until used (`tmalloc` changes dv only when it
             // returns a chunk).
             let dvsize = self.dvsize;
