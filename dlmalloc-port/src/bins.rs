@@ -4,11 +4,11 @@
 //! Small bin `i` holds chunks of exactly `8 * i` bytes. Tree bin `i` holds
 //! chunks from [`tree_min_size`]`(i)` up to the next bin's minimum; the last
 //! one holds everything from 14 MiB up. (dlmalloc has two bins per power of
-//! two; four halve the chunks per trie, so every trie walk is about one level
-//! shorter, for 17 bytes of code and a `u64` map.) Inside a tree bin the chunks form a
-//! bitwise trie keyed by size: below the bits that select the bin, each
-//! level branches on the next lower size bit ([`tree_shift`] brings that bit
-//! to the top of the word).
+//! two; four halve the chunks per trie, so every trie walk is about one
+//! level shorter, for 17 bytes of code and a `u64` map.) Inside a tree bin
+//! the chunks form a bitwise trie keyed by size: below the bits that select
+//! the bin, each level branches on the next lower size bit ([`tree_shift`]
+//! brings that bit to the top of the word).
 
 /// Number of small bins.
 pub(crate) const NSMALL: usize = 32;

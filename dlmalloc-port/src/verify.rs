@@ -4,7 +4,7 @@
 use linmem_memory::{HeapStats, MemorySource, Violation};
 
 use crate::bins::{
-    FAST, FAST_MAX, NFAST, NSMALL, NTREE, is_small, small_index, small_size, tree_index, tree_shift,
+    FAST, FAST_MAX, NSMALL, NTREE, is_small, small_index, small_size, tree_index, tree_shift,
 };
 use crate::block::{
     ALIGN_MASK, CINUSE, FENCE, MEM_OFFSET, MIN_CHUNK, MIN_TREE_CHUNK, PINUSE, REC_SIZE, TOP_FOOT,
@@ -460,7 +460,7 @@ fn check_bins<S: MemorySource>(h: &Heap<S>, w: &Walk) -> Result<usize, Violation
 /// exactly the fast chunks the walk found; `has_fast` is set when any does.
 fn check_fast<S: MemorySource>(h: &Heap<S>, w: &Walk) -> Result<(), Violation> {
     let mut total = 0;
-    for (i, &first) in h.fast.iter().enumerate().take(NFAST) {
+    for (i, &first) in h.fast.iter().enumerate() {
         let mut x = first;
         while !x.is_null() {
             total += 1;
