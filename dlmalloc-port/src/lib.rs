@@ -98,6 +98,11 @@
 //! the module's global allocator and exports C's `malloc` family over it
 //! (see `linmem_memory`'s "C exports").
 //!
+//! Feature `bench-unchecked`: measurement only: removes the misuse check of
+//! free and realloc (the caller's pointer and layout are trusted) so the
+//! benchmark can show its cost (variant `dlmalloc-port-unchecked`); never
+//! enable it in a real build. The fail-closed tests do not hold under it.
+//!
 //! # Hardened build
 //!
 //! Feature `hardened` adds two defences against a program that misuses

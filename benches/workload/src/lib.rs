@@ -34,7 +34,8 @@ static A: linmem_bump::Global = linmem_bump::Global::new();
 #[cfg(any(
     feature = "alloc-dlmalloc-port",
     feature = "alloc-dlmalloc-port-hardened",
-    feature = "alloc-dlmalloc-port-fast"
+    feature = "alloc-dlmalloc-port-fast",
+    feature = "alloc-dlmalloc-port-unchecked"
 ))]
 #[global_allocator]
 static A: linmem_dlmalloc::Global = linmem_dlmalloc::Global::new();
