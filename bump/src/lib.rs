@@ -69,7 +69,7 @@ mod verify;
 pub use arena::{AllocError, Arena, Checkpoint, CheckpointError};
 
 linmem_memory::global_allocator_type!(
-    Arena<linmem_memory::WasmMemory>,
+    Arena<linmem_memory::WasmMemory<true>>,
     // SAFETY: `Global` is the module's global allocator, the only one that
     // may claim the memory above `__heap_base` (`with_heap_base`'s contract).
     Arena::new(unsafe { linmem_memory::WasmMemory::with_heap_base() })

@@ -222,7 +222,7 @@ mod verify;
 pub use heap::{DetailedStats, Heap};
 
 linmem_memory::global_allocator_type!(
-    Heap<linmem_memory::WasmMemory>,
+    Heap<linmem_memory::WasmMemory<true>>,
     // SAFETY: `Global` is the module's global allocator, the only one that
     // may claim the memory above `__heap_base` (`with_heap_base`'s contract).
     Heap::new(unsafe { linmem_memory::WasmMemory::with_heap_base() })

@@ -167,7 +167,7 @@ pub use heap::{Heap, Trim};
 pub use verify::RegionKind;
 
 linmem_memory::global_allocator_type!(
-    Heap<linmem_memory::WasmMemory>,
+    Heap<linmem_memory::WasmMemory<true>>,
     Heap::new(
         // SAFETY: `Global` is the module's global allocator, the only user of
         // the memory above `__heap_base` (the macro's contract).

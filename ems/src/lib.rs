@@ -190,7 +190,7 @@ pub use verify::{EmsStats, HIST_BUCKETS};
 use linmem_memory::WasmMemory;
 
 linmem_memory::global_allocator_type!(
-    Heap<WasmMemory>,
+    Heap<WasmMemory<true>>,
     // SAFETY: `Global` is meant to be the module's one global allocator, so
     // this is the only user of the memory above `__heap_base`.
     Heap::new(unsafe { WasmMemory::with_heap_base() })

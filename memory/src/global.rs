@@ -157,7 +157,7 @@ impl<H: RawHeap> Access for Unsync<H> {
 
 /// Defines an allocator crate's one-line `Global` type.
 ///
-/// `global_allocator_type!(Heap<WasmMemory>, Heap::new(source))` expands to a
+/// `global_allocator_type!(Heap<WasmMemory<true>>, Heap::new(source))` expands to a
 /// `pub struct Global` with `const fn new()`, `GlobalAlloc`, `stats()` and
 /// `verify()`, over [`Unsync`] on single-threaded wasm and [`Locked`] on
 /// wasm with `atomics`. It exists on wasm32 only, since it grows memory 0.
