@@ -803,10 +803,12 @@ impl<S: MemorySource> Heap<S> {
                     let i = idx + bits.trailing_zeros() as usize;
                     let p = *self.small.get_unchecked(i);
                     self.pop_small(i, p);
-                    if bits & 3 != 0 {
+                    if !cfg!(feature = "hardened") && bits & 3 != 0 {
                         // The exact size or 8 bytes more: too little rest
                         // for a chunk, so used whole here, without the call
-                        // to `take` (small churn about 4% faster).
+                        // to `take` (small churn about 4% faster). A
+                        // hardened build goes through `take`, which checks
+                        // the chunk's poison first (I13).
                         Self::use_whole(p, small_size(i));
                         return p;
                     }
