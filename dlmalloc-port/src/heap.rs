@@ -348,9 +348,8 @@ impl<S: MemorySource> Heap<S> {
     /// null: [`Self::malloc`] for `align <= ALIGN`, [`Self::memalign`] above.
     ///
     /// With fast lists, an exact fit from its fast list comes first (I14):
-    /// here, not in `malloc_chunk`, whose retry after merging the lists
-    /// back would wrap this path in its loop (measured: 15% more
-    /// instructions on small churn).
+    /// here, not in `malloc_chunk`'s small path (measured there: 4% more
+    /// instructions on small churn, 0.3% fewer on random actions).
     ///
     /// `#[inline]`: a speed build inlines it into `alloc` and `realloc`, a
     /// size build keeps one body.
@@ -809,6 +808,8 @@ impl<S: MemorySource> Heap<S> {
                         // to `take` (small churn about 4% faster). A
                         // hardened build goes through `take`, which checks
                         // the chunk's poison first (I13).
+                        // SAFETY: I2, I4: `p` was a free chunk of
+                        // `small_size(i)` bytes, now out of its bin.
                         Self::use_whole(p, small_size(i));
                         return p;
                     }
