@@ -58,7 +58,7 @@
 //!   the top is carved for a large request and before it grows, so they
 //!   neither break up large free chunks for small blocks, push the top up
 //!   for large ones nor make the heap grow; and when the heap fails
-//!   closed. About 350 bytes of code, which is why it is an option: the
+//!   closed. About 300 bytes of code, which is why it is an option: the
 //!   default build keeps the code-size target.
 //! - **Statistics** ([`stats`](linmem_memory::RawHeap::stats),
 //!   [`Heap::detailed_stats`]) are found by walking the segments, O(chunks),
