@@ -27,6 +27,14 @@
 //! series <jid> <v,v,...>
 //! err <jid> <message>
 //! ```
+//!
+//! Profiling: with `LINMEM_BENCH_PERFMAP` set, the runner writes
+//! `/tmp/perf-<pid>.map`, so `perf record` / `perf report` over it name the
+//! wasm functions (the allocator's and the workload's) in the compiled code.
+//! The harness leaves the plans it ran in
+//! `<target>/linmem-bench/work/logs/plan-*.txt`; a plan cut down to one
+//! module and workload makes a focused profile, e.g.
+//! `LINMEM_BENCH_PERFMAP=1 perf record target/release/linmem-bench-runner PLAN`.
 #![deny(missing_docs, unsafe_code)]
 
 use std::collections::HashMap;
@@ -87,6 +95,9 @@ impl Engines {
         let mut c = Config::new();
         c.cranelift_opt_level(wasmtime::OptLevel::Speed);
         c.epoch_interruption(true);
+        if std::env::var_os("LINMEM_BENCH_PERFMAP").is_some() {
+            c.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let plain = Engine::new(&c)?;
         c.consume_fuel(true);
         let fuel = Engine::new(&c)?;
