@@ -809,8 +809,9 @@ impl<S: MemorySource> Heap<S> {
                         // hardened build goes through `take`, which checks
                         // the chunk's poison first (I13). So does a build
                         // with fast lists, whose exact fits come from the
-                        // fast lists: there this path saved no executed
-                        // instruction on any benchmark workload and cost 44 B.
+                        // fast lists: there this path changed the executed
+                        // instructions by under 0.3% (either way) on every
+                        // benchmark workload and cost 44 B.
                         // SAFETY: I2, I4: `p` was a free chunk of
                         // `small_size(i)` bytes, now out of its bin.
                         Self::use_whole(p, small_size(i));
